@@ -1,0 +1,152 @@
+"""Checks on every input, done before anything is sent to Redis.
+
+Each validator returns the value in the form the store writes (for JSON values: the encoded bytes, so
+nothing is encoded twice) or raises ``InvalidInput`` with a message a user can act on.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import orjson
+
+from conversations.exceptions import InvalidInput
+
+from .keys import SESSION_ID_RE, UNOWNED
+
+MAX_OWNER_LENGTH = 256
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+
+
+def owner_value(owner: str | None) -> str:
+    """The owner as stored: ``""`` is the unowned namespace, which ``None`` names."""
+    if owner is None:
+        return UNOWNED
+    if not isinstance(owner, str) or not owner:
+        raise InvalidInput("The owner must be a non-empty string or None.", field="owner")
+    if len(owner) > MAX_OWNER_LENGTH:
+        raise InvalidInput(f"The owner must be at most {MAX_OWNER_LENGTH} characters.", field="owner")
+    return owner
+
+
+def is_session_id(value: object) -> bool:
+    """Whether ``value`` has the shape of a session id. Anything else cannot name a session."""
+    return isinstance(value, str) and SESSION_ID_RE.match(value) is not None
+
+
+def check_json(value: Any, *, field: str, max_depth: int) -> None:
+    """Refuse values JSON cannot carry faithfully, and nesting deeper than ``max_depth``."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > max_depth:
+                raise InvalidInput(f"Nested deeper than {max_depth} levels.", field=field)
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    if not isinstance(key, str):
+                        raise InvalidInput("Object keys must be strings.", field=field)
+                    stack.append((child, depth + 1))
+            else:
+                stack.extend((child, depth + 1) for child in item)
+        elif isinstance(item, bool) or item is None or isinstance(item, str):
+            continue
+        elif isinstance(item, int):
+            if not -(2**63) <= item < 2**64:
+                raise InvalidInput("Integers must fit in 64 bits.", field=field)
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise InvalidInput("Numbers must be finite (no NaN or Infinity).", field=field)
+        else:
+            raise InvalidInput(f"Values of type {type(item).__name__} are not JSON.", field=field)
+
+
+def encode_json(value: Any, *, field: str) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        raise InvalidInput(f"Not a JSON value: {exc}", field=field) from exc
+
+
+def metadata_bytes(metadata: Any, *, max_bytes: int, max_depth: int) -> bytes:
+    if metadata is None:
+        return b"{}"
+    if not isinstance(metadata, dict):
+        raise InvalidInput("Metadata must be a JSON object.", field="metadata")
+    check_json(metadata, field="metadata", max_depth=max_depth)
+    encoded = encode_json(metadata, field="metadata")
+    if len(encoded) > max_bytes:
+        raise InvalidInput(
+            f"Metadata is {len(encoded)} bytes encoded; the limit is {max_bytes}.", field="metadata"
+        )
+    return encoded
+
+
+def title_value(title: Any, *, max_length: int) -> str:
+    if title is None:
+        return ""
+    if not isinstance(title, str):
+        raise InvalidInput("The title must be a string.", field="title")
+    if len(title) > max_length:
+        raise InvalidInput(f"The title must be at most {max_length} characters.", field="title")
+    return title
+
+
+def role_value(role: Any, *, roles: tuple[str, ...]) -> str:
+    if not isinstance(role, str) or role not in roles:
+        raise InvalidInput(f"The role must be one of: {', '.join(roles)}.", field="role")
+    return role
+
+
+def content_value(content: Any, *, max_length: int) -> str:
+    if not isinstance(content, str):
+        raise InvalidInput("The content must be a string.", field="content")
+    if len(content) > max_length:
+        raise InvalidInput(
+            f"The content is {len(content)} characters; the limit is {max_length}.", field="content"
+        )
+    return content
+
+
+def sources_bytes(sources: Any, *, max_sources: int, max_bytes: int, max_depth: int) -> bytes:
+    if sources is None:
+        return b"[]"
+    if not isinstance(sources, list | tuple):
+        raise InvalidInput("Sources must be a list of JSON objects.", field="sources")
+    if len(sources) > max_sources:
+        raise InvalidInput(f"At most {max_sources} sources per message.", field="sources")
+    if not all(isinstance(source, dict) for source in sources):
+        raise InvalidInput("Each source must be a JSON object.", field="sources")
+    check_json(list(sources), field="sources", max_depth=max_depth)
+    encoded = encode_json(list(sources), field="sources")
+    if len(encoded) > max_bytes:
+        raise InvalidInput(
+            f"Sources are {len(encoded)} bytes encoded; the limit is {max_bytes}.", field="sources"
+        )
+    return encoded
+
+
+def idempotency_key_value(key: Any) -> str:
+    if not isinstance(key, str) or not key or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+        raise InvalidInput(
+            f"An idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters.",
+            field="idempotency_key",
+        )
+    if not key.isprintable() or not key.isascii():
+        raise InvalidInput("An idempotency key must be printable ASCII.", field="idempotency_key")
+    return key
+
+
+def positive_int(value: Any, *, field: str, maximum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInput(f"{field} must be a positive integer.", field=field)
+    if maximum is not None and value > maximum:
+        raise InvalidInput(f"{field} must be at most {maximum}.", field=field)
+    return int(value)
+
+
+def position(value: Any, *, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInput(f"{field} must be a message id (an integer ≥ 0).", field=field)
+    return int(value)

@@ -1,0 +1,340 @@
+"""Behaviour of the store's Python API, on fakeredis and on the real Redis alike."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from conversations.exceptions import IdempotencyConflict, InvalidInput, SessionFull, SessionNotFound
+from conversations.store import ConversationStore, Session, StoreConfig
+
+
+@pytest.fixture(params=["fake", "real"])
+def any_store(request: pytest.FixtureRequest) -> ConversationStore:
+    name = "fake_store" if request.param == "fake" else "store"
+    return request.getfixturevalue(name)
+
+
+def test_create_and_get_roundtrip(any_store: ConversationStore) -> None:
+    created = any_store.create_session({"topic": "billing"}, owner="alice", title="Invoices")
+    assert isinstance(created, Session)
+    assert created.session_id == created.id
+    assert created.metadata == {"topic": "billing"}
+    assert created.created_at.tzinfo is UTC
+    fetched = any_store.get_session(created.id, owner="alice")
+    assert fetched is not None
+    assert fetched.title == "Invoices"
+    assert fetched.metadata == {"topic": "billing"}
+    assert fetched.message_count == 0
+    assert fetched.messages == []
+    assert fetched.expires_at is not None
+    assert timedelta(seconds=1700) < fetched.expires_at - datetime.now(UTC) <= timedelta(seconds=1800)
+
+
+def test_messages_keep_order_ids_and_sources(any_store: ConversationStore) -> None:
+    session = any_store.create_session(owner="alice")
+    first = any_store.append_message(session.id, role="user", content="Hi", owner="alice")
+    second = any_store.append_message(
+        session.id,
+        role="assistant",
+        content="Héllo 👋",
+        sources=[{"url": "https://example.com", "score": 0.9}],
+        owner="alice",
+    )
+    assert (first.id, second.id) == (1, 2)
+    assert second.sources == [{"url": "https://example.com", "score": 0.9}]
+    fetched = any_store.get_session(session.id, owner="alice")
+    assert fetched is not None
+    assert [(m.id, m.role, m.content) for m in fetched.messages] == [
+        (1, "user", "Hi"),
+        (2, "assistant", "Héllo 👋"),
+    ]
+    assert fetched.message_count == 2
+    assert fetched.messages[1].sources == [{"url": "https://example.com", "score": 0.9}]
+    assert fetched.updated_at >= fetched.created_at
+    assert isinstance(fetched.messages[0].timestamp, int)
+
+
+def test_save_message_returns_updated_session_like_the_seed(any_store: ConversationStore) -> None:
+    session = any_store.create_session()
+    updated = any_store.save_message(session.id, role="user", content="one")
+    assert updated is not None
+    assert [m.content for m in updated.messages] == ["one"]
+    assert any_store.save_message("A" * 22, role="user", content="x") is None
+
+
+def test_get_messages_windows(any_store: ConversationStore) -> None:
+    session = any_store.create_session(owner="o")
+    for i in range(1, 11):
+        any_store.append_message(session.id, role="user", content=f"m{i}", owner="o")
+
+    def ids(**kwargs: Any) -> list[int]:
+        return [m.id for m in any_store.get_messages(session.id, owner="o", **kwargs)]
+
+    assert ids(last=3) == [8, 9, 10]
+    assert ids(last=50) == list(range(1, 11))
+    assert ids(limit=4) == [1, 2, 3, 4]
+    assert ids(after=4, limit=3) == [5, 6, 7]
+    assert ids(after=9, limit=3) == [10]
+    assert ids(after=10) == []
+    assert ids(before=5, limit=2) == [3, 4]
+    assert ids(before=3, limit=10) == [1, 2]
+    assert ids(before=1) == []
+    assert ids(after=2, before=6) == [3, 4, 5]
+    assert ids(after=2, before=6, limit=2) == [4, 5]
+    assert any_store.count_messages(session.id, owner="o") == 10
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"limit": 0}, {"last": 0}, {"after": -1}, {"before": "3"}, {"limit": True}]
+)
+def test_get_messages_rejects_bad_windows(fake_store: ConversationStore, kwargs: dict[str, Any]) -> None:
+    session = fake_store.create_session()
+    with pytest.raises(InvalidInput):
+        fake_store.get_messages(session.id, **kwargs)
+
+
+def test_update_session(any_store: ConversationStore) -> None:
+    session = any_store.create_session({"a": 1}, owner="o", title="old")
+    updated = any_store.update_session(session.id, owner="o", title="new")
+    assert (updated.title, updated.metadata) == ("new", {"a": 1})
+    updated = any_store.update_session(session.id, owner="o", metadata={"b": 2})
+    assert (updated.title, updated.metadata) == ("new", {"b": 2})
+    fetched = any_store.get_session(session.id, owner="o")
+    assert fetched is not None
+    assert (fetched.title, fetched.metadata) == ("new", {"b": 2})
+    with pytest.raises(SessionNotFound):
+        any_store.update_session(session.id, owner="other", title="hijack")
+
+
+def test_delete_session(any_store: ConversationStore) -> None:
+    session = any_store.create_session(owner="o")
+    any_store.append_message(session.id, role="user", content="x", owner="o")
+    assert any_store.delete_session(session.id, owner="other") is False
+    assert any_store.delete_session(session.id, owner="o") is True
+    assert any_store.delete_session(session.id, owner="o") is False
+    assert any_store.get_session(session.id, owner="o") is None
+    with pytest.raises(SessionNotFound):
+        any_store.append_message(session.id, role="user", content="late", owner="o")
+    assert any_store.get_session(session.id, owner="o") is None
+
+
+def test_owner_isolation_on_every_method(any_store: ConversationStore) -> None:
+    mine = any_store.create_session({"secret": 1}, owner="alice")
+    any_store.append_message(mine.id, role="user", content="private", owner="alice")
+    for other in ("bob", None):
+        assert any_store.get_session(mine.id, owner=other) is None
+        assert any_store.save_message(mine.id, role="user", content="x", owner=other) is None
+        assert any_store.delete_session(mine.id, owner=other) is False
+        assert mine.id not in [s.id for s in any_store.list_sessions(owner=other)]
+        with pytest.raises(SessionNotFound):
+            any_store.append_message(mine.id, role="user", content="x", owner=other)
+        with pytest.raises(SessionNotFound):
+            any_store.get_messages(mine.id, owner=other)
+        with pytest.raises(SessionNotFound):
+            any_store.count_messages(mine.id, owner=other)
+        with pytest.raises(SessionNotFound):
+            any_store.update_session(mine.id, owner=other, title="x")
+        assert any_store.delete_owner_sessions(other) == 0
+    fetched = any_store.get_session(mine.id, owner="alice")
+    assert fetched is not None
+    assert [m.content for m in fetched.messages] == ["private"]
+    assert fetched.metadata == {"secret": 1}
+
+
+def test_unowned_namespace_is_separate(any_store: ConversationStore) -> None:
+    unowned = any_store.create_session()
+    assert any_store.get_session(unowned.id) is not None
+    assert any_store.get_session(unowned.id, owner="alice") is None
+
+
+def test_list_sessions_most_recent_first_and_paginated(any_store: ConversationStore) -> None:
+    ids = [any_store.create_session(owner="lister", title=f"s{i}").id for i in range(7)]
+    any_store.create_session(owner="someone-else")
+    # Touch the first one so it becomes the most recently active (times have millisecond resolution).
+    time.sleep(0.005)
+    any_store.append_message(ids[0], role="user", content="bump", owner="lister")
+    listed = any_store.list_sessions(owner="lister")
+    assert listed[0].id == ids[0]
+    assert sorted(s.id for s in listed) == sorted(ids)
+    assert listed[0].message_count == 1
+    assert all(a.updated_at >= b.updated_at for a, b in itertools.pairwise(listed))
+
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = any_store.list_sessions_page(owner="lister", limit=3, cursor=cursor)
+        assert len(page.sessions) <= 3
+        seen.extend(s.id for s in page.sessions)
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == [s.id for s in listed]
+
+
+def test_listing_prunes_deleted_sessions_from_the_index(any_store: ConversationStore) -> None:
+    keep = any_store.create_session(owner="p")
+    gone = any_store.create_session(owner="p")
+    # Simulate a session that vanished behind the index's back (eviction, manual DEL).
+    any_store.client.delete(*any_store.keys.session_keys(gone.id))
+    assert [s.id for s in any_store.list_sessions(owner="p")] == [keep.id]
+    assert any_store.client.zscore(any_store.keys.owner_index("p"), gone.id) is None
+
+
+def test_bad_cursor_is_invalid_input(fake_store: ConversationStore) -> None:
+    for cursor in ["garbage", "", "bm90LWEtY3Vyc29y"]:
+        with pytest.raises(InvalidInput) as info:
+            fake_store.list_sessions_page(cursor=cursor)
+        assert info.value.field == "cursor"
+
+
+def test_delete_owner_sessions_erases_only_that_owner(any_store: ConversationStore) -> None:
+    for _ in range(5):
+        s = any_store.create_session(owner="erase-me")
+        any_store.append_message(s.id, role="user", content="x", owner="erase-me")
+    survivor = any_store.create_session(owner="keep-me")
+    assert any_store.delete_owner_sessions("erase-me") == 5
+    assert any_store.list_sessions(owner="erase-me") == []
+    assert any_store.get_session(survivor.id, owner="keep-me") is not None
+
+
+def test_session_full(fake_redis: Any) -> None:
+    store = ConversationStore(fake_redis, StoreConfig(key_prefix="full", max_messages=3))
+    session = store.create_session()
+    for i in range(3):
+        store.append_message(session.id, role="user", content=str(i))
+    with pytest.raises(SessionFull):
+        store.append_message(session.id, role="user", content="one too many")
+    assert store.count_messages(session.id) == 3
+
+
+def test_idempotent_append_returns_first_message(any_store: ConversationStore) -> None:
+    session = any_store.create_session(owner="o")
+    first = any_store.append_message(session.id, role="user", content="hi", owner="o", idempotency_key="k1")
+    again = any_store.append_message(session.id, role="user", content="hi", owner="o", idempotency_key="k1")
+    assert again == first
+    assert any_store.count_messages(session.id, owner="o") == 1
+    with pytest.raises(IdempotencyConflict):
+        any_store.append_message(session.id, role="user", content="other", owner="o", idempotency_key="k1")
+    other = any_store.append_message(session.id, role="user", content="hi", owner="o", idempotency_key="k2")
+    assert other.id == 2
+
+
+def test_idempotent_create_returns_first_session(any_store: ConversationStore) -> None:
+    first = any_store.create_session({"a": 1}, owner="o", title="t", idempotency_key="c1")
+    again = any_store.create_session({"a": 1}, owner="o", title="t", idempotency_key="c1")
+    assert again.id == first.id
+    assert len(any_store.list_sessions(owner="o")) == 1
+    with pytest.raises(IdempotencyConflict):
+        any_store.create_session({"a": 2}, owner="o", title="t", idempotency_key="c1")
+    # Keys are scoped per owner.
+    assert any_store.create_session({"a": 1}, owner="p", title="t", idempotency_key="c1").id != first.id
+
+
+BAD_INPUTS: list[tuple[str, dict[str, Any]]] = [
+    ("role", {"role": "wizard"}),
+    ("role", {"role": None}),
+    ("content", {"content": 5}),
+    ("content", {"content": "x" * 32_001}),
+    ("sources", {"sources": "not a list"}),
+    ("sources", {"sources": ["not an object"]}),
+    ("sources", {"sources": [{}] * 51}),
+    ("sources", {"sources": [{"n": float("nan")}]}),
+    ("sources", {"sources": [{"n": 2**70}]}),
+    ("sources", {"sources": [{"x": "y" * 70_000}]}),
+    ("idempotency_key", {"idempotency_key": ""}),
+    ("idempotency_key", {"idempotency_key": "k" * 256}),
+    ("idempotency_key", {"idempotency_key": "new\nline"}),
+    ("owner", {"owner": ""}),
+    ("owner", {"owner": 42}),
+]
+
+
+@pytest.mark.parametrize(("field", "override"), BAD_INPUTS)
+def test_append_rejects_bad_input_before_writing(
+    fake_store: ConversationStore, field: str, override: dict[str, Any]
+) -> None:
+    session = fake_store.create_session()
+    kwargs: dict[str, Any] = {"role": "user", "content": "ok", **override}
+    with pytest.raises(InvalidInput) as info:
+        fake_store.append_message(session.id, **kwargs)
+    assert info.value.field == field
+    assert str(info.value)
+    assert fake_store.count_messages(session.id) == 0
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        value = {"d": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [["a list"], "text", {"x": "y" * 17_000}, _nested(17), {1: "non-string key"}, {"s": {1, 2}}],
+)
+def test_create_rejects_bad_metadata(fake_store: ConversationStore, metadata: Any) -> None:
+    with pytest.raises(InvalidInput) as info:
+        fake_store.create_session(metadata)
+    assert info.value.field == "metadata"
+    assert fake_store.list_sessions() == []
+
+
+def test_metadata_at_the_depth_limit_is_accepted(fake_store: ConversationStore) -> None:
+    session = fake_store.create_session(_nested(16))
+    fetched = fake_store.get_session(session.id)
+    assert fetched is not None
+    assert fetched.metadata == _nested(16)
+
+
+def test_title_limits(fake_store: ConversationStore) -> None:
+    with pytest.raises(InvalidInput):
+        fake_store.create_session(title="t" * 201)
+    with pytest.raises(InvalidInput):
+        fake_store.create_session(title=7)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad_id", ["", "short", "*", "a:b", "{x}", "x\ny" * 6, "é" * 22, "A" * 23, None, 12])
+def test_malformed_ids_are_not_found_and_build_no_key(fake_store: ConversationStore, bad_id: Any) -> None:
+    before = set(fake_store.client.keys("*"))
+    assert fake_store.get_session(bad_id) is None
+    assert fake_store.delete_session(bad_id) is False
+    with pytest.raises(SessionNotFound):
+        fake_store.append_message(bad_id, role="user", content="x")
+    with pytest.raises(SessionNotFound):
+        fake_store.get_messages(bad_id)
+    assert set(fake_store.client.keys("*")) == before
+
+
+def test_corrupt_message_is_skipped_and_logged(
+    any_store: ConversationStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    session = any_store.create_session()
+    any_store.append_message(session.id, role="user", content="good 1")
+    any_store.client.rpush(any_store.keys.messages(session.id), b"{not json")
+    any_store.client.hincrby(any_store.keys.meta(session.id), "count", 1)
+    any_store.append_message(session.id, role="user", content="good 2")
+    with caplog.at_level(logging.WARNING, logger="conversations"):
+        fetched = any_store.get_session(session.id)
+    assert fetched is not None
+    assert [m.content for m in fetched.messages] == ["good 1", "good 2"]
+    assert any(any_store.keys.messages(session.id) in r.getMessage() for r in caplog.records)
+
+
+def test_corrupt_metadata_reads_as_empty(any_store: ConversationStore) -> None:
+    session = any_store.create_session({"a": 1})
+    any_store.client.hset(any_store.keys.meta(session.id), "metadata", b"\xff[")
+    fetched = any_store.get_session(session.id)
+    assert fetched is not None
+    assert fetched.metadata == {}
+
+
+def test_layout_version_is_written(any_store: ConversationStore) -> None:
+    any_store.create_session()
+    assert any_store.client.get(any_store.keys.layout()) == b"1"
