@@ -33,5 +33,9 @@ test: lint typecheck pytest
 bench: venv
 	$(PY) benchmarks/run.py
 
+# 50 clients for 30 s against the example project under gunicorn, on REDIS_URL (default 127.0.0.1:6379).
+loadtest: venv
+	$(PY) loadtest/run.py
+
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

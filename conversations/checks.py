@@ -1,20 +1,26 @@
 """System checks for ``settings.CONVERSATIONS``. They read settings only and never touch the network.
 
-=====================  ===============================================================
+=====================  ======================================================================================
 id                     problem
-=====================  ===============================================================
+=====================  ======================================================================================
 conversations.E001     ``CONVERSATIONS`` is not a dict
 conversations.E002     ``CACHE_ALIAS`` is not a key of ``CACHES``
-conversations.E003     that cache is not a django-redis cache (and no ``CLIENT_FACTORY``)
+conversations.E003     the cache is neither django-redis nor Django's RedisCache (and no ``CLIENT_FACTORY``)
 conversations.E004     ``KEY_PREFIX`` is empty, not a string, or holds braces/whitespace
 conversations.E005     ``SESSION_TTL`` is not a positive integer
 conversations.E006     a size limit (``MAX_*``) is not a positive integer
 conversations.E007     ``ROLES`` is not a non-empty list of distinct, non-empty strings
 conversations.E008     ``ALLOW_ANONYMOUS`` is not a bool
 conversations.E009     ``OWNER_RESOLVER`` or ``CLIENT_FACTORY`` does not import as a callable
+conversations.E010     the cache uses django-redis's ``ShardClient`` (use one Redis, Sentinel or Cluster)
+conversations.E011     ``SentinelClient`` without ``SentinelConnectionFactory`` and ``SENTINELS``
+conversations.E012     a ``ClusterClient`` cache whose ``LOCATION`` is not a list of node URLs
+conversations.E013     ``REPLICA_ACKS`` is not an integer >= 0 or ``REPLICA_ACK_TIMEOUT`` not > 0
+conversations.E014     ``REPLICA_ACKS`` > 0 on a Redis Cluster (not supported)
 conversations.W001     ``CONVERSATIONS`` has a key this app does not know (a typo?)
-conversations.W002     the cache has no ``SOCKET_TIMEOUT``: an unreachable Redis would hang requests
-=====================  ===============================================================
+conversations.W002     the cache has no socket timeout: an unreachable Redis would hang requests
+conversations.W003     ``REPLICA_ACK_TIMEOUT`` is not shorter than the cache's socket timeout
+=====================  ======================================================================================
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
+from .clients import CLUSTER_CLIENT, DJANGO_BUILTIN_BACKEND, cluster_seed_nodes
 from .conf import DEFAULTS, conf
 
 SIZE_LIMITS = (
@@ -60,6 +67,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             )
         )
     errors.extend(_check_cache(raw))
+    errors.extend(_check_replication(raw))
     prefix = raw.get("KEY_PREFIX", DEFAULTS["KEY_PREFIX"])
     if (
         not isinstance(prefix, str)
@@ -141,24 +149,145 @@ def _check_cache(raw: Mapping[str, Any]) -> list[CheckMessage]:
         return []
     cache = caches[alias]
     backend = cache.get("BACKEND", "")
+    options = cache.get("OPTIONS") or {}
+    if backend == DJANGO_BUILTIN_BACKEND:
+        # Django's own backend hands OPTIONS to redis-py as they are: lower-case names.
+        return _check_socket_timeout(alias, options, "socket_timeout", raw)
     if backend not in DJANGO_REDIS_BACKENDS:
         return [
             Error(
-                f"The cache {alias!r} uses {backend!r}, not django-redis.",
+                f"The cache {alias!r} uses {backend!r}, which is neither django-redis nor Django's "
+                "RedisCache.",
                 hint="Use BACKEND 'django_redis.cache.RedisCache' (or set CLIENT_FACTORY).",
                 id="conversations.E003",
             )
         ]
+    errors = _check_django_redis_client(alias, cache, raw)
+    return errors or _check_socket_timeout(alias, options, "SOCKET_TIMEOUT", raw)
+
+
+def _check_django_redis_client(
+    alias: str, cache: Mapping[str, Any], raw: Mapping[str, Any]
+) -> list[CheckMessage]:
+    """What the store needs from django-redis's client classes (E010-E012, E014)."""
     options = cache.get("OPTIONS") or {}
-    if "SOCKET_TIMEOUT" not in options:
+    client_class = _import_or_none(options.get("CLIENT_CLASS", "django_redis.client.DefaultClient"))
+    if _is_subclass(client_class, "django_redis.client.ShardClient"):
+        return [
+            Error(
+                f"The cache {alias!r} uses django-redis's ShardClient, which the conversation store "
+                "cannot use.",
+                hint=(
+                    "ShardClient spreads keys over independent servers with no failover, so a session and "
+                    "its owner's index could live apart. For one server (or Sentinel) use the default "
+                    "client; to spread data over several, run a Redis Cluster with CLIENT_CLASS "
+                    f"'{CLUSTER_CLIENT}'."
+                ),
+                id="conversations.E010",
+            )
+        ]
+    if _is_subclass(client_class, "django_redis.client.SentinelClient"):
+        factory = _import_or_none(
+            options.get("CONNECTION_FACTORY")
+            or getattr(settings, "DJANGO_REDIS_CONNECTION_FACTORY", "django_redis.pool.ConnectionFactory")
+        )
+        if not _is_subclass(factory, "django_redis.pool.SentinelConnectionFactory") or not options.get(
+            "SENTINELS"
+        ):
+            return [
+                Error(
+                    f"The cache {alias!r} uses SentinelClient without Sentinel connections.",
+                    hint=(
+                        "Set OPTIONS['CONNECTION_FACTORY'] = 'django_redis.pool.SentinelConnectionFactory' "
+                        "and OPTIONS['SENTINELS'] = [(host, port), ...]; LOCATION is "
+                        "'redis://<service name>/0'."
+                    ),
+                    id="conversations.E011",
+                )
+            ]
+    if _is_subclass(client_class, CLUSTER_CLIENT):
+        try:
+            cluster_seed_nodes(cache.get("LOCATION") or "")
+        except ValueError as exc:
+            return [
+                Error(
+                    f"The Redis Cluster cache {alias!r} has an unusable LOCATION: {exc}",
+                    hint="LOCATION lists one or more nodes: 'redis://10.0.0.1:6379,redis://10.0.0.2:6379'.",
+                    id="conversations.E012",
+                )
+            ]
+        if _is_positive_int(raw.get("REPLICA_ACKS", DEFAULTS["REPLICA_ACKS"])):
+            return [
+                Error(
+                    "CONVERSATIONS['REPLICA_ACKS'] is not supported on a Redis Cluster.",
+                    hint="Set it to 0; see the README's Deployment section for what a cluster guarantees.",
+                    id="conversations.E014",
+                )
+            ]
+    return []
+
+
+def _check_socket_timeout(
+    alias: str, options: Mapping[str, Any], name: str, raw: Mapping[str, Any]
+) -> list[CheckMessage]:
+    timeout = options.get(name)
+    if timeout is None:
         return [
             Warning(
-                f"The cache {alias!r} has no OPTIONS['SOCKET_TIMEOUT'].",
+                f"The cache {alias!r} has no OPTIONS[{name!r}].",
                 hint="Without it a request waits forever on an unreachable Redis; 1 to 5 seconds is usual.",
                 id="conversations.W002",
             )
         ]
+    acks = raw.get("REPLICA_ACKS", DEFAULTS["REPLICA_ACKS"])
+    ack_timeout = raw.get("REPLICA_ACK_TIMEOUT", DEFAULTS["REPLICA_ACK_TIMEOUT"])
+    if (
+        _is_positive_int(acks)
+        and _is_positive_number(ack_timeout)
+        and _is_positive_number(timeout)
+        and ack_timeout >= timeout
+    ):
+        return [
+            Warning(
+                f"CONVERSATIONS['REPLICA_ACK_TIMEOUT'] ({ack_timeout} s) is not shorter than the cache "
+                f"{alias!r}'s OPTIONS[{name!r}] ({timeout} s).",
+                hint="The socket would time out before Redis answers WAIT; make the ack timeout shorter.",
+                id="conversations.W003",
+            )
+        ]
     return []
+
+
+def _check_replication(raw: Mapping[str, Any]) -> list[CheckMessage]:
+    acks = raw.get("REPLICA_ACKS", DEFAULTS["REPLICA_ACKS"])
+    timeout = raw.get("REPLICA_ACK_TIMEOUT", DEFAULTS["REPLICA_ACK_TIMEOUT"])
+    if not (isinstance(acks, int) and not isinstance(acks, bool) and acks >= 0) or not _is_positive_number(
+        timeout
+    ):
+        return [
+            Error(
+                "CONVERSATIONS['REPLICA_ACKS'] must be an integer >= 0 and ['REPLICA_ACK_TIMEOUT'] a "
+                "positive number of seconds.",
+                id="conversations.E013",
+            )
+        ]
+    return []
+
+
+def _import_or_none(path: Any) -> Any:
+    try:
+        return import_string(path) if isinstance(path, str) else None
+    except ImportError:
+        return None  # django-redis reports a CLIENT_CLASS it cannot import itself
+
+
+def _is_subclass(cls: Any, path: str) -> bool:
+    target = _import_or_none(path)
+    return isinstance(cls, type) and isinstance(target, type) and issubclass(cls, target)
+
+
+def _is_positive_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
 
 
 __all__ = ["check_settings", "conf"]

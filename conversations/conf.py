@@ -48,6 +48,10 @@ DEFAULTS: dict[str, Any] = {
     "ALLOW_ANONYMOUS": False,
     # Dotted path to ``callable(request) -> str | None`` giving the owner of a request.
     "OWNER_RESOLVER": "conversations.owners.default_owner",
+    # Replicas that must confirm a write (Redis WAIT) before the store reports it done; 0: don't wait.
+    "REPLICA_ACKS": 0,
+    # Seconds a write waits for those confirmations before it fails with StoreUnavailable.
+    "REPLICA_ACK_TIMEOUT": 1.0,
 }
 
 
@@ -120,6 +124,14 @@ class ConversationsSettings:
     @property
     def OWNER_RESOLVER(self) -> str:
         return str(self.get("OWNER_RESOLVER"))
+
+    @property
+    def REPLICA_ACKS(self) -> int:
+        return int(self.get("REPLICA_ACKS"))
+
+    @property
+    def REPLICA_ACK_TIMEOUT(self) -> float:
+        return float(self.get("REPLICA_ACK_TIMEOUT"))
 
 
 conf = ConversationsSettings()

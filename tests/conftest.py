@@ -79,3 +79,50 @@ def fake_redis() -> fakeredis.FakeRedis:
 @pytest.fixture
 def fake_store(fake_redis: fakeredis.FakeRedis) -> ConversationStore:
     return ConversationStore(fake_redis, StoreConfig(key_prefix="fake"))
+
+
+@pytest.fixture
+def private_redis() -> Iterator[Any]:
+    """A redis-server of this test's own on a free port (see tests/redis_server.py), stopped afterwards.
+
+    For tests that kill, pause, starve or reconfigure Redis: never done to the shared server.
+    """
+    from tests.redis_server import REDIS_SERVER, PrivateRedis
+
+    if not os.path.exists(REDIS_SERVER):
+        message = f"{REDIS_SERVER} is not installed"
+        if IN_CI:
+            pytest.fail(message + " (CI=true: real-Redis tests never skip)", pytrace=False)
+        pytest.skip(message)
+    server = PrivateRedis()
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def private_cache(settings: Any, private_redis: Any) -> Iterator[Any]:
+    """Point the app (``get_store()`` and the HTTP API) at ``private_redis`` through a fresh django-redis
+    alias with 0.5 s socket timeouts; returns the server. The alias's pool is closed afterwards."""
+    from django_redis.pool import ConnectionFactory
+
+    name = f"pv-{uuid.uuid4().hex[:10]}"
+    # A unique URL gives a fresh connection pool (django-redis caches pools per URL, process-wide).
+    url = f"{private_redis.url}?client_name={name}"
+    settings.CACHES = {
+        **settings.CACHES,
+        name: {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": url,
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
+        },
+    }
+    settings.CONVERSATIONS = {
+        **getattr(settings, "CONVERSATIONS", {}),
+        "CACHE_ALIAS": name,
+        "KEY_PREFIX": name,
+    }
+    yield private_redis
+    pool = ConnectionFactory._pools.pop(url, None)
+    if pool is not None:
+        pool.disconnect()

@@ -338,3 +338,17 @@ def test_corrupt_metadata_reads_as_empty(any_store: ConversationStore) -> None:
 def test_layout_version_is_written(any_store: ConversationStore) -> None:
     any_store.create_session()
     assert any_store.client.get(any_store.keys.layout()) == b"1"
+
+
+def test_listing_skips_many_dead_entries_without_losing_live_ones(any_store: ConversationStore) -> None:
+    live = [any_store.create_session(owner="dead").id for _ in range(3)]
+    time.sleep(0.005)
+    dead = [any_store.create_session(owner="dead").id for _ in range(25)]
+    for session_id in dead:
+        any_store.client.delete(*any_store.keys.session_keys(session_id))
+    page = any_store.list_sessions_page(owner="dead", limit=2)
+    assert len(page.sessions) == 2
+    assert page.next_cursor is not None
+    rest = any_store.list_sessions_page(owner="dead", limit=2, cursor=page.next_cursor)
+    assert sorted(s.id for s in page.sessions + rest.sessions) == sorted(live)
+    assert rest.next_cursor is None

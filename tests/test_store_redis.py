@@ -228,3 +228,19 @@ def test_signals_fire_once_per_event(store: ConversationStore) -> None:
 def test_real_store_uses_the_configured_prefix(store: ConversationStore, key_prefix: str) -> None:
     session = store.create_session()
     assert store.client.exists(f"{key_prefix}:s:{{{session.id}}}:meta") == 1
+
+
+def test_an_error_on_a_window_read_leaves_the_next_call_a_clean_connection(store: ConversationStore) -> None:
+    """Reading the newest messages sends two commands at once: an error reply to the first must not leave
+    the second's reply on the connection, where the next caller would read it as its own."""
+    good = store.create_session(owner="o")
+    for i in range(3):
+        store.append_message(good.id, role="user", content=f"m{i}", owner="o")
+    broken = store.create_session(owner="o")
+    store.client.delete(store.keys.meta(broken.id))
+    store.client.set(store.keys.meta(broken.id), "not a hash")
+    for _ in range(3):
+        with pytest.raises(redis.ResponseError):
+            store.get_messages(broken.id, owner="o", last=2)
+        assert [m.content for m in store.get_messages(good.id, owner="o", last=2)] == ["m1", "m2"]
+        assert store.count_messages(good.id, owner="o") == 3

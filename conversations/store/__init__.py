@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
-from django.core.exceptions import ImproperlyConfigured
+from django.conf import settings
 from django.utils.module_loading import import_string
 
 from conversations.conf import conf
@@ -32,25 +33,39 @@ _stores: dict[tuple[int, StoreConfig], ConversationStore] = {}
 
 
 def get_redis_client(alias: str | None = None) -> Any:
-    """The raw redis-py client the store uses: ``CLIENT_FACTORY(alias)`` if set, else django-redis's."""
+    """The raw redis-py client the store uses: ``CLIENT_FACTORY(alias)`` if set, else the cache's
+    (django-redis, ``conversations.clients.ClusterClient`` or Django's RedisCache; see ``clients``)."""
     alias = alias or conf.CACHE_ALIAS
     factory_path = conf.CLIENT_FACTORY
     if factory_path:
         return import_string(factory_path)(alias)
-    from django_redis import get_redis_connection
+    from conversations.clients import cache_client
 
-    try:
-        return get_redis_connection(alias)
-    except NotImplementedError as exc:
-        raise ImproperlyConfigured(
-            f"The cache {alias!r} is not a django-redis cache; set CONVERSATIONS['CACHE_ALIAS'] to one."
-        ) from exc
+    return cache_client(alias)
+
+
+# The settings.CONVERSATIONS object last read, a copy of its contents then, and the config built from it.
+_config_cache: tuple[Any, Any, StoreConfig] | None = None
+
+
+def _store_config() -> StoreConfig:
+    """``StoreConfig.from_settings()``, built again only when ``settings.CONVERSATIONS`` changes: every
+    request asks for it, and building it (a dozen settings reads) cost about as much as a Redis round
+    trip. A replaced dict (``override_settings``) or one edited in place both count as a change."""
+    global _config_cache
+    raw = getattr(settings, "CONVERSATIONS", None)
+    cached = _config_cache
+    if cached is not None and cached[0] is raw and cached[1] == raw:
+        return cached[2]
+    config = StoreConfig.from_settings()
+    _config_cache = (raw, copy.deepcopy(raw), config)
+    return config
 
 
 def get_store() -> ConversationStore:
     """The store configured by settings, on the Redis client of ``CONVERSATIONS["CACHE_ALIAS"]``."""
     client = get_redis_client()
-    config = StoreConfig.from_settings()
+    config = _store_config()
     key = (id(client), config)
     store = _stores.get(key)
     if store is None or store.client is not client:

@@ -3,7 +3,8 @@
 With ``KEY_PREFIX = "conversations"`` (``P``) and a session id ``S``::
 
     P:layout                    string  layout version of the keys below ("1")
-    P:s:{S}:meta                hash    owner, title, metadata (JSON), created_at, updated_at (ms), count
+    P:s:{S}:meta                hash    owner, title, metadata (JSON), created_at, updated_at (ms), count,
+                                        and idem ("1") once the session has an idempotency hash
     P:s:{S}:msgs                list    one JSON object per message, oldest first; message id N is index N-1
     P:s:{S}:idem                hash    idempotency key digest -> "fingerprint id" of the first append
     P:o:{O}:sessions            zset    the owner's session ids, scored by last activity (ms)
@@ -16,6 +17,7 @@ Redis Cluster; an owner's keys share ``{O}``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 
@@ -56,6 +58,7 @@ class KeyLayout:
         return self.meta(session_id), self.messages(session_id), self.idempotency(session_id)
 
     @staticmethod
+    @functools.lru_cache(maxsize=4096)  # every write names its owner's index: hash each owner once
     def owner_tag(owner: str) -> str:
         return "-" if owner == UNOWNED else digest(owner)
 

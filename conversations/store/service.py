@@ -23,11 +23,12 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import orjson
 import redis
+from django.core.exceptions import ImproperlyConfigured
 from redis.cluster import RedisCluster
 
 from conversations import signals
@@ -50,6 +51,12 @@ logger = logging.getLogger("conversations")
 P = ParamSpec("P")
 R = TypeVar("R")
 
+# redis-py 5.3 deprecated naming a command when taking a connection from the pool; 5.0 requires it.
+_POOL_TAKES_NO_COMMAND = tuple(int(part) for part in redis.__version__.split(".")[:2]) >= (5, 3)
+
+# Bound once: decoding a window of messages calls it per message.
+_fromtimestamp = datetime.fromtimestamp
+
 #: Sentinel for "leave this field unchanged" in ``update_session``.
 UNSET: Any = object()
 
@@ -69,19 +76,29 @@ def _translate_redis_errors(
     def wrapper(self: ConversationStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return method(self, *args, **kwargs)
-        except _UNAVAILABLE_ERRORS as exc:
-            raise StoreUnavailable(f"Redis is unavailable: {exc}") from exc
-        except redis.ResponseError as exc:
-            text = str(exc)
-            if isinstance(exc, redis.exceptions.OutOfMemoryError) or "OOM" in text.split(" ", 2)[:2]:
-                raise StoreOutOfMemory(f"Redis is out of memory: {text}") from exc
-            if isinstance(exc, redis.exceptions.ReadOnlyError) or text.startswith(
-                ("READONLY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "BUSY")
-            ):
-                raise StoreUnavailable(f"Redis cannot serve this now: {text}") from exc
-            raise
+        except redis.RedisError as exc:
+            error = _store_error(exc)
+            if error is None:
+                raise
+            raise error from exc
 
     return wrapper
+
+
+def _store_error(exc: redis.RedisError) -> StoreUnavailable | None:
+    """The store's error for a redis-py failure, or None to let it through unchanged. Used by
+    ``_translate_redis_errors`` and, inline, by the hottest methods (the wrapper costs a few µs)."""
+    if isinstance(exc, _UNAVAILABLE_ERRORS):
+        return StoreUnavailable(f"Redis is unavailable: {exc}")
+    if isinstance(exc, redis.ResponseError):
+        text = str(exc)
+        if isinstance(exc, redis.exceptions.OutOfMemoryError) or "OOM" in text.split(" ", 2)[:2]:
+            return StoreOutOfMemory(f"Redis is out of memory: {text}")
+        if isinstance(exc, redis.exceptions.ReadOnlyError) or text.startswith(
+            ("READONLY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "BUSY", "NOREPLICAS")
+        ):
+            return StoreUnavailable(f"Redis cannot serve this now: {text}")
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +115,8 @@ class StoreConfig:
     max_json_depth: int = 16
     max_title_length: int = 200
     roles: tuple[str, ...] = ("user", "assistant", "system", "tool")
+    replica_acks: int = 0
+    replica_ack_timeout_ms: int = 1000
 
     @classmethod
     def from_settings(cls) -> StoreConfig:
@@ -112,6 +131,8 @@ class StoreConfig:
             max_json_depth=conf.MAX_JSON_DEPTH,
             max_title_length=conf.MAX_TITLE_LENGTH,
             roles=conf.ROLES,
+            replica_acks=conf.REPLICA_ACKS,
+            replica_ack_timeout_ms=max(1, round(conf.REPLICA_ACK_TIMEOUT * 1000)),
         )
 
 
@@ -151,14 +172,131 @@ class ConversationStore:
         self.keys = KeyLayout(self.config.key_prefix)
         self.ttl_ms = self.config.session_ttl * 1000
         self.is_cluster = isinstance(client, RedisCluster)
+        if self.is_cluster and self.config.replica_acks:
+            # WAIT must follow the write on the same connection; a cluster client cannot promise that.
+            raise ImproperlyConfigured("CONVERSATIONS['REPLICA_ACKS'] is not supported on a Redis Cluster.")
+        # On a cluster the index outlives its newest session by the grace period: the index is renewed
+        # just before (create) or just after (append, update) the session, never in the same script.
+        self._index_ttl_ms = self.ttl_ms + (_CLUSTER_INDEX_GRACE_MS if self.is_cluster else 0)
         self._create = client.register_script(scripts.CREATE)
         self._append = client.register_script(scripts.APPEND)
         self._update = client.register_script(scripts.UPDATE)
         self._delete = client.register_script(scripts.DELETE)
         self._read = client.register_script(scripts.READ)
+        self._window_script = client.register_script(scripts.WINDOW)
         self._layout_written = False
+        # Reads may bypass Lua on a plain redis-py client (django-redis's, or one over Sentinel): see
+        # ``_pipelined``. Anything else (a cluster, fakeredis, a custom client) runs the scripts.
+        pool = getattr(client, "connection_pool", None)
+        plain = type(client) is redis.Redis and getattr(client, "connection", None) is None
+        self._pool = pool if plain and isinstance(pool, redis.ConnectionPool) else None
 
     # ------------------------------------------------------------------ helpers
+
+    def _pipelined(self, *commands: tuple[Any, ...]) -> list[Any]:
+        """Send ``commands`` in one round trip on a pooled connection, packed and read by hand.
+
+        Much cheaper for reads than a script, which must copy every reply into Lua and back out
+        (reading 20 messages costs Redis about 15 µs that way, about 2 µs this way), and than redis-py's
+        ``Pipeline`` object, which costs more in Python than the round trip. Not atomic: callers make
+        sure a write landing between two of the commands cannot mislead them. Retries connection
+        failures as the client's own commands do; an error drops the connection, so a half-read reply
+        never reaches the next caller.
+        """
+        pool = self._pool
+        assert pool is not None, "callers check self._pool"
+        conn: Any = pool.get_connection() if _POOL_TAKES_NO_COMMAND else pool.get_connection(commands[0][0])
+        packed = conn.pack_commands(commands)
+
+        def send() -> list[Any]:
+            conn.send_packed_command(packed)
+            return [conn.read_response() for _ in commands]  # an error reply raises
+
+        try:
+            replies: list[Any] = conn.retry.call_with_retry(send, lambda _error: conn.disconnect())
+        except BaseException:
+            conn.disconnect()  # replies may be left unread: never hand this connection on
+            raise
+        finally:
+            pool.release(conn)
+        return replies
+
+    def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """EVALSHA the script by its cached digest, loading it first if this Redis lost it (a restart,
+        a failover). Every request goes through here, and calling the redis-py ``Script`` object costs
+        more (it copies keys and args into new tuples and checks for a pipeline on every call)."""
+        try:
+            return self.client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            script.sha = self.client.script_load(script.script)
+            return self.client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+
+    def _write(self, script: Any, *, keys: list[str], args: list[Any]) -> Any:
+        """Run a write script; with ``replica_acks``, also confirm that many replicas have it.
+
+        WAIT goes in the same pipeline (same connection, same round trip) as the script, so it waits
+        for exactly this write. A write that is not confirmed in time raises ``StoreUnavailable``: it
+        is on the primary but could be lost if the primary fails now (retry with an idempotency key).
+        """
+        acks = self.config.replica_acks
+        if not acks:
+            return self._run(script, keys, args)
+        for attempt in range(2):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            pipe.execute_command("WAIT", acks, self.config.replica_ack_timeout_ms)
+            try:
+                reply, confirmed = pipe.execute()
+            except redis.exceptions.NoScriptError:
+                # Not run at all (a restarted or new primary): load it and try once more.
+                if attempt:
+                    raise
+                self.client.script_load(script.script)
+                continue
+            self._check_acks(int(confirmed))
+            return reply
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _confirm_replicated(self, key: str) -> None:
+        """With ``replica_acks``: before answering from data an earlier, unconfirmed call wrote, make a
+        write of our own (renew ``key``'s TTL) and WAIT for it, which confirms everything before it."""
+        if not self.config.replica_acks:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        pipe.pexpire(key, self.ttl_ms)
+        pipe.execute_command("WAIT", self.config.replica_acks, self.config.replica_ack_timeout_ms)
+        self._check_acks(int(pipe.execute()[1]))
+
+    def _check_acks(self, confirmed: int) -> None:
+        if confirmed < self.config.replica_acks:
+            raise StoreUnavailable(
+                f"Only {confirmed} of {self.config.replica_acks} replicas confirmed the write in time; "
+                "it may be lost if the primary fails."
+            )
+
+    def _cluster_index_after_write(
+        self, owner: str, session_id: str, score: int | None, *, later_only: bool = True
+    ) -> None:
+        """Cluster mode: update the owner's index after the session's own write (``score`` None: the
+        session was deleted; else its last activity, on Redis's clock).
+
+        That write is done, so a failure here is logged, not raised: failing the call now would invite
+        a retry that appends twice. The entry has existed since the create, so the worst outcomes are a
+        stale score or an entry for a deleted session (listings prune those), or an index expiring
+        before its session, which the session's next write or ``conversations_report --repair`` undoes.
+        """
+        index = self.keys.owner_index(owner)
+        try:
+            if score is None:
+                self.client.zrem(index, session_id)
+                return
+            pipe = self.client.pipeline(transaction=False)  # one slot: one round trip
+            # GT: of two racing appends, the later activity wins whichever call lands last.
+            pipe.zadd(index, {session_id: score}, gt=later_only)
+            pipe.pexpire(index, self._index_ttl_ms)
+            pipe.execute()
+        except (*_UNAVAILABLE_ERRORS, redis.ResponseError) as exc:
+            logger.warning("Could not update the owner index %s for session %s: %s", index, session_id, exc)
 
     def _index_keys(self, owner: str) -> list[str]:
         """The owner index as an extra script key, on a single Redis only (see the module docstring)."""
@@ -177,6 +315,36 @@ class ConversationStore:
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, OverflowError):
             logger.warning("Skipping a corrupt message in %s", self.keys.messages(session_id))
             return None
+
+    def _decode_messages(self, raws: list[bytes], session_id: str) -> list[Message]:
+        """A window of stored messages, decoded in one orjson pass over the joined list (a pass per
+        message, and the checks and conversions of ``_decode_message``, cost more than the round trip
+        that fetched them). Anything unexpected sends the whole window down ``_decode_message``'s
+        careful path, which skips and logs just the corrupt ones."""
+        if not raws:
+            return []
+        try:
+            items = orjson.loads(b"[" + b",".join(raws) + b"]")
+            if len(items) == len(raws):
+                messages = []
+                for item in items:
+                    id_, created_at = item["id"], item["created_at"]
+                    role, content, sources = item["role"], item["content"], item["sources"]
+                    if not (
+                        type(id_) is int
+                        and type(created_at) is int
+                        and type(role) is str
+                        and type(content) is str
+                        and type(sources) is list
+                    ):
+                        break
+                    created = _fromtimestamp(created_at / 1000, UTC)
+                    messages.append(Message(id_, role, content, sources, created))
+                else:
+                    return messages
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, OverflowError):
+            pass
+        return [m for raw in raws if (m := self._decode_message(raw, session_id)) is not None]
 
     def _decode_metadata(self, raw: bytes | str | None, session_id: str) -> dict[str, Any]:
         if not raw:
@@ -216,13 +384,14 @@ class ConversationStore:
         )
 
     def _read_session(
-        self, session_id: Any, owner: str, start: str, stop: str, *, details: bool
+        self, session_id: Any, owner: str, start: str, stop: str, *, details: bool, floor: str = ""
     ) -> tuple[SessionSummary, list[Message]] | None:
         if not validation.is_session_id(session_id):
             return None
-        reply = self._read(
-            keys=[self.keys.meta(session_id), self.keys.messages(session_id)],
-            args=[owner, start, stop, "1" if details else "0"],
+        reply = self._run(
+            self._read,
+            [self.keys.meta(session_id), self.keys.messages(session_id)],
+            [owner, start, stop, "1" if details else "0", floor],
         )
         if reply is None:
             return None
@@ -238,8 +407,7 @@ class ConversationStore:
             count=count,
         )
         raw_messages = reply[6] if len(reply) > 6 and reply[6] else []
-        messages = [m for raw in raw_messages if (m := self._decode_message(raw, session_id)) is not None]
-        return summary, messages
+        return summary, self._decode_messages(raw_messages, session_id)
 
     def _write_layout_version(self) -> None:
         if not self._layout_written:
@@ -280,14 +448,21 @@ class ConversationStore:
         for _ in range(_CREATE_RETRIES):
             index = self.keys.owner_index(owner_v)
             if self.is_cluster:
-                now_ms = int(time.time() * 1000)
-                self.client.zadd(index, {session_id: now_ms})
-                self.client.pexpire(index, self.ttl_ms)
-            created = self._create(
+                # Listed before it exists, so it is never live and unlisted (see the module docstring).
+                pipe = self.client.pipeline(transaction=False)  # one slot: one round trip
+                pipe.zadd(index, {session_id: int(time.time() * 1000)})
+                pipe.pexpire(index, self._index_ttl_ms)
+                pipe.execute()
+            created = self._write(
+                self._create,
                 keys=[self.keys.meta(session_id), *self._index_keys(owner_v)],
                 args=[owner_v, title_v, metadata_b, self.ttl_ms, session_id],
             )
             if created is not None:
+                if self.is_cluster:
+                    # The entry was scored on this machine's clock; listings order by Redis's, like
+                    # ``updated_at``. Nobody else knows the id yet, so no later activity can be undone.
+                    self._cluster_index_after_write(owner_v, session_id, int(created), later_only=False)
                 break
             # 128 random bits do not collide in practice; if they ever do, the live session is kept.
             session_id = new_session_id()  # pragma: no cover
@@ -305,7 +480,8 @@ class ConversationStore:
             message_count=0,
             messages=[],
         )
-        signals.session_created.send(sender=ConversationStore, session=session, owner=owner)
+        if signals.session_created.receivers:  # skips building the call when nobody listens
+            signals.session_created.send(sender=ConversationStore, session=session, owner=owner)
         return session
 
     def _claim_create_key(self, owner: str, key: str, fingerprint: str, session_id: str) -> Session | None:
@@ -322,6 +498,7 @@ class ConversationStore:
                 raise IdempotencyConflict("This idempotency key was used with a different request.")
             session = self.get_session(prior_id, owner=owner or None)
             if session is not None:
+                self._confirm_replicated(redis_key)
                 return session
             # The first call is still creating it, or its session is gone: wait briefly, then start over.
             time.sleep(0.05)
@@ -364,13 +541,14 @@ class ConversationStore:
         if not validation.is_session_id(session_id):
             return False
         deleted = bool(
-            self._delete(
+            self._write(
+                self._delete,
                 keys=[*self.keys.session_keys(session_id), *self._index_keys(owner_v)],
                 args=[owner_v, session_id],
             )
         )
         if deleted and self.is_cluster:
-            self.client.zrem(self.keys.owner_index(owner_v), session_id)
+            self._cluster_index_after_write(owner_v, session_id, None)
         if deleted:
             signals.session_deleted.send(sender=ConversationStore, session_id=session_id, owner=owner)
         return deleted
@@ -388,7 +566,6 @@ class ConversationStore:
 
     # ------------------------------------------------------------------ beyond the seed
 
-    @_translate_redis_errors
     def append_message(
         self,
         session_id: str,
@@ -420,36 +597,37 @@ class ConversationStore:
             key_digest = digest(validation.idempotency_key_value(idempotency_key))
         if not validation.is_session_id(session_id):
             raise SessionNotFound(session_id)
-        body = (
-            b'"role":'
-            + orjson.dumps(role_v)
-            + b',"content":'
-            + orjson.dumps(content_v)
-            + b',"sources":'
-            + sources_b
-            + b"}"
+        body = b'"role":%b,"content":%b,"sources":%b}' % (
+            orjson.dumps(role_v),
+            orjson.dumps(content_v),
+            sources_b,
         )
-        fingerprint = digest(body.decode()) if key_digest else ""
-        reply = self._append(
-            keys=[*self.keys.session_keys(session_id), *self._index_keys(owner_v)],
-            args=[owner_v, body, self.ttl_ms, cfg.max_messages, session_id, key_digest, fingerprint],
-        )
+        args: list[Any] = [owner_v, body, self.ttl_ms, cfg.max_messages, session_id]
+        if key_digest:
+            args += [key_digest, digest(body.decode())]
+        keys = [*self.keys.session_keys(session_id), *self._index_keys(owner_v)]
+        try:  # what _translate_redis_errors does, inline: this is the hottest path
+            reply = self._write(self._append, keys=keys, args=args)
+        except redis.RedisError as exc:
+            error = _store_error(exc)
+            if error is None:
+                raise
+            raise error from exc
         status = reply[0]
         if status > 0:
             if self.is_cluster:
-                index = self.keys.owner_index(owner_v)
-                self.client.zadd(index, {session_id: int(reply[1])})
-                self.client.pexpire(index, self.ttl_ms)
+                self._cluster_index_after_write(owner_v, session_id, int(reply[1]))
             message = Message(
-                id=int(status),
+                id=status,
                 role=role_v,
                 content=content_v,
-                sources=orjson.loads(sources_b),
-                created_at=from_millis(reply[1]),
+                sources=[] if sources is None else orjson.loads(sources_b),
+                created_at=_fromtimestamp(int(reply[1]) / 1000, UTC),
             )
-            signals.message_appended.send(
-                sender=ConversationStore, session_id=session_id, message=message, owner=owner
-            )
+            if signals.message_appended.receivers:  # skips building the call on the hottest path
+                signals.message_appended.send(
+                    sender=ConversationStore, session_id=session_id, message=message, owner=owner
+                )
             return message
         if status == -1:
             raise SessionNotFound(session_id)
@@ -481,23 +659,51 @@ class ConversationStore:
         """
         owner_v = validation.owner_value(owner)
         limit = validation.positive_int(limit, field="limit")
+        floor = ""
         if last is not None:
-            last = validation.positive_int(last, field="last")
-            start, stop = -last, -1
+            return self._window(session_id, owner_v, -validation.positive_int(last, field="last"), -1)
+        low = 0 if after is None else validation.position(after, field="after")
+        if before is None:
+            start, stop = low, low + limit - 1
         else:
-            low = 0 if after is None else validation.position(after, field="after")
-            if before is None:
-                start, stop = low, low + limit - 1
+            high = validation.position(before, field="before") - 1  # highest id wanted
+            if high <= low:
+                start, stop = 1, 0  # an empty range
             else:
-                high = validation.position(before, field="before") - 1  # highest id wanted
-                if high <= low:
-                    start, stop = 1, 0  # an empty range
-                else:
-                    start, stop = max(low, high - limit), high - 1
-        found = self._read_session(session_id, owner_v, str(start), str(stop), details=False)
+                # ``before`` may lie past the last message: the script slides the window down to it.
+                start, stop, floor = max(low, high - limit), high - 1, str(low)
+        if not floor:  # a fixed range: no need for the READ script, which reads the count first
+            return self._window(session_id, owner_v, start, stop)
+        found = self._read_session(session_id, owner_v, str(start), str(stop), details=False, floor=floor)
         if found is None:
             raise SessionNotFound(session_id)
         return found[1]
+
+    def _window(self, session_id: str, owner: str, start: int, stop: int) -> list[Message]:
+        """The messages at list indexes ``start``..``stop`` (LRANGE's, negative from the end): the newest
+        N (what every chat screen reads) or a page after a position. Two commands in one round trip (or
+        the WINDOW script). Another owner's window is fetched but dropped, never decoded."""
+        if not validation.is_session_id(session_id):
+            raise SessionNotFound(session_id)
+        meta, msgs = self.keys.meta(session_id), self.keys.messages(session_id)
+        if self._pool is None:
+            raws = self._run(self._window_script, [meta, msgs], [owner, str(start), str(stop)])
+        else:
+            (stored_owner, count), raws = self._pipelined(
+                ("HMGET", meta, "owner", "count"), ("LRANGE", msgs, start, stop)
+            )
+            # Fewer messages than ``count`` promises: the list was evicted (gone, as the scripts treat
+            # it) or the session deleted in between. Appends in between only add some: harmless. A
+            # window past the end promises none, so there (rarely) ask the list itself.
+            if stored_owner is None or _text(stored_owner) != owner or not _text(count).isdigit():
+                raws = None
+            else:
+                expected = _window_length(int(count), start, stop)
+                if len(raws) < expected or (not expected and self.client.llen(msgs) < int(count)):
+                    raws = None
+        if raws is None:
+            raise SessionNotFound(session_id)
+        return self._decode_messages(raws, session_id)
 
     @_translate_redis_errors
     def count_messages(self, session_id: str, *, owner: str | None = None) -> int:
@@ -539,7 +745,8 @@ class ConversationStore:
         )
         if not validation.is_session_id(session_id):
             raise SessionNotFound(session_id)
-        reply = self._update(
+        reply = self._write(
+            self._update,
             keys=[*self.keys.session_keys(session_id), *self._index_keys(owner_v)],
             args=[
                 owner_v,
@@ -555,9 +762,7 @@ class ConversationStore:
             raise SessionNotFound(session_id)
         pttl, title_raw, metadata_raw, created_at, updated_at, count = reply
         if self.is_cluster:
-            index = self.keys.owner_index(owner_v)
-            self.client.zadd(index, {session_id: int(updated_at)})
-            self.client.pexpire(index, self.ttl_ms)
+            self._cluster_index_after_write(owner_v, session_id, int(updated_at))
         return self._summary(
             session_id,
             owner_v,
@@ -608,7 +813,8 @@ class ConversationStore:
                     stale.append((session_id, score))
                 else:
                     found.append((summary, score))
-            self._prune_index(index, stale)
+            # Pruned entries leave the index, so the next batch starts that many places earlier.
+            offset -= self._prune_index(index, stale)
             if len(entries) < batch:
                 break
         if len(found) > limit:
@@ -622,17 +828,24 @@ class ConversationStore:
     def _summaries(self, session_ids: list[str], owner: str) -> list[SessionSummary | None]:
         if not session_ids:
             return []
-        pipe = self.client.pipeline(transaction=False)
+        wanted = ("owner", "title", "metadata", "created_at", "updated_at", "count")
+        commands: list[tuple[Any, ...]] = []
         for session_id in session_ids:
             meta = self.keys.meta(session_id)
-            pipe.hmget(meta, "owner", "title", "metadata", "created_at", "updated_at", "count")
-            pipe.pttl(meta)
-        replies = pipe.execute()
+            commands += [("HMGET", meta, *wanted), ("PTTL", meta), ("LLEN", self.keys.messages(session_id))]
+        if self._pool is not None:
+            replies = self._pipelined(*commands)
+        else:
+            pipe = self.client.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            replies = pipe.execute()
         summaries: list[SessionSummary | None] = []
         for i, session_id in enumerate(session_ids):
-            fields, pttl = replies[2 * i], replies[2 * i + 1]
+            fields, pttl, length = replies[3 * i : 3 * i + 3]
             stored_owner = fields[0]
-            if stored_owner is None or _text(stored_owner) != owner:
+            # A list shorter than ``count`` means an evicting Redis dropped it: gone, as the scripts say.
+            if stored_owner is None or _text(stored_owner) != owner or _text(fields[5]) != str(length):
                 summaries.append(None)
                 continue
             summaries.append(
@@ -649,15 +862,17 @@ class ConversationStore:
             )
         return summaries
 
-    def _prune_index(self, index: str, stale: list[tuple[str, int]]) -> None:
+    def _prune_index(self, index: str, stale: list[tuple[str, int]]) -> int:
+        """Drop index entries whose session is gone; returns how many were dropped."""
         if not stale:
-            return
+            return 0
         if self.is_cluster:
             # A create adds the index entry before writing the session: give it time to land.
             horizon = int(time.time() * 1000) - _CLUSTER_INDEX_GRACE_MS
             stale = [(sid, score) for sid, score in stale if score < horizon]
-        if stale:
-            self.client.zrem(index, *[sid for sid, _ in stale])
+        if not stale:
+            return 0
+        return int(self.client.zrem(index, *[sid for sid, _ in stale]))
 
     @_translate_redis_errors
     def delete_owner_sessions(self, owner: str | None) -> int:
@@ -665,16 +880,26 @@ class ConversationStore:
         owner_v = validation.owner_value(owner)
         index = self.keys.owner_index(owner_v)
         deleted = 0
+        kept = 0  # entries left in place on purpose; they stay at the head of the index
         while True:
-            batch = [_text(raw) for raw in self.client.zrange(index, 0, 199)]
-            if not batch:
-                break
-            for session_id in batch:
+            entries = self.client.zrange(index, kept, kept + 199, withscores=True)
+            if not entries:
+                return deleted
+            horizon = int(time.time() * 1000) - _CLUSTER_INDEX_GRACE_MS
+            gone = []
+            for raw_id, score in entries:
+                session_id = _text(raw_id)
                 if SESSION_ID_RE.match(session_id) and self.delete_session(session_id, owner=owner):
                     deleted += 1
-            self.client.zrem(index, *batch)
-        self.client.delete(index)
-        return deleted
+                elif self.is_cluster and score >= horizon:
+                    # A create in flight lists its session just before writing it: dropping the entry
+                    # now would leave that session unlisted. It was not there to erase; leave it be.
+                    kept += 1
+                else:
+                    gone.append(session_id)
+            # Never DEL the whole index: a session created meanwhile must stay listed.
+            if gone:
+                self.client.zrem(index, *gone)
 
     def iter_sessions(self, *, owner: str | None = None) -> Iterator[SessionSummary]:
         """Walk the owner's sessions page by page without holding them all."""
@@ -685,6 +910,13 @@ class ConversationStore:
             if page.next_cursor is None:
                 return
             cursor = page.next_cursor
+
+
+def _window_length(length: int, start: int, stop: int) -> int:
+    """How many items ``LRANGE start stop`` returns from a list of ``length`` items."""
+    first = start if start >= 0 else max(0, length + start)
+    last = min(stop if stop >= 0 else length + stop, length - 1)
+    return max(0, last - first + 1)
 
 
 def _fields(summary: SessionSummary) -> dict[str, Any]:

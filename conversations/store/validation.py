@@ -35,11 +35,22 @@ def is_session_id(value: object) -> bool:
     return isinstance(value, str) and SESSION_ID_RE.match(value) is not None
 
 
-def check_json(value: Any, *, field: str, max_depth: int) -> None:
-    """Refuse values JSON cannot carry faithfully, and nesting deeper than ``max_depth``."""
+def check_json(value: Any, *, field: str, max_depth: int, max_bytes: int | None = None) -> None:
+    """Refuse values JSON cannot carry faithfully, and nesting deeper than ``max_depth``.
+
+    With ``max_bytes``, also refuse more values than that: each encodes to at least one byte, so they
+    could not fit anyway. This stops the walk early on Python objects that repeat one list many times
+    (``[[[0] * 1000] * 1000] * 1000`` is a billion values in a few KB of memory), which would otherwise
+    take minutes here and gigabytes in the encoder.
+    """
     stack: list[tuple[Any, int]] = [(value, 1)]
+    budget = max_bytes
     while stack:
         item, depth = stack.pop()
+        if budget is not None:
+            budget -= 1
+            if budget < 0:
+                raise InvalidInput(f"Larger than the limit of {max_bytes} bytes encoded.", field=field)
         if isinstance(item, dict | list):
             if depth > max_depth:
                 raise InvalidInput(f"Nested deeper than {max_depth} levels.", field=field)
@@ -74,7 +85,7 @@ def metadata_bytes(metadata: Any, *, max_bytes: int, max_depth: int) -> bytes:
         return b"{}"
     if not isinstance(metadata, dict):
         raise InvalidInput("Metadata must be a JSON object.", field="metadata")
-    check_json(metadata, field="metadata", max_depth=max_depth)
+    check_json(metadata, field="metadata", max_depth=max_depth, max_bytes=max_bytes)
     encoded = encode_json(metadata, field="metadata")
     if len(encoded) > max_bytes:
         raise InvalidInput(
@@ -118,7 +129,7 @@ def sources_bytes(sources: Any, *, max_sources: int, max_bytes: int, max_depth: 
         raise InvalidInput(f"At most {max_sources} sources per message.", field="sources")
     if not all(isinstance(source, dict) for source in sources):
         raise InvalidInput("Each source must be a JSON object.", field="sources")
-    check_json(list(sources), field="sources", max_depth=max_depth)
+    check_json(list(sources), field="sources", max_depth=max_depth, max_bytes=max_bytes)
     encoded = encode_json(list(sources), field="sources")
     if len(encoded) > max_bytes:
         raise InvalidInput(

@@ -110,6 +110,8 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.BasicAuthentication",
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # The conversation endpoints' throttle scope (per user, or per IP address for anonymous visitors).
+    "DEFAULT_THROTTLE_RATES": {"conversations": "600/min"},
 }
 
 SPECTACULAR_SETTINGS = {

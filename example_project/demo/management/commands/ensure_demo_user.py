@@ -18,4 +18,6 @@ class Command(BaseCommand):
         user.is_superuser = True
         user.save()
         verb = "Created" if created else "Reset"
-        self.stdout.write(f"{verb} the demo user {settings.DEMO_USERNAME!r} (password {settings.DEMO_PASSWORD!r}).")
+        self.stdout.write(
+            f"{verb} the demo user {settings.DEMO_USERNAME!r} (password {settings.DEMO_PASSWORD!r})."
+        )

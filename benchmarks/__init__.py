@@ -1,0 +1,1 @@
+"""django-conversations benchmarks: ``make bench`` (``python benchmarks/run.py``); see the README."""

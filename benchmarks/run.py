@@ -1,0 +1,325 @@
+#!/usr/bin/env python
+"""Benchmark django-conversations against raw redis-py round trips and the seed's store, in one run.
+
+    make bench                       # = .venv/bin/python benchmarks/run.py
+    REDIS_URL=redis://host:6379/1 make bench
+    python benchmarks/run.py --skip-processes --output /tmp/bench.md
+
+Prints a markdown table and writes it to benchmarks/results/latest.md. Needs a Redis (REDIS_URL,
+default redis://127.0.0.1:6379/0); writes only under its own key prefix and deletes it at the end.
+How figures are taken: see benchmarks/timing.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "latest.md"
+
+
+def setup_django() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.settings")
+    import django
+
+    django.setup()
+
+
+@contextmanager
+def bench_settings(prefix: str, cache_alias: str) -> Iterator[None]:
+    """The app's settings for the run: its own key prefix, room for 10,000+ messages, a short TTL."""
+    from django.test import override_settings
+
+    with override_settings(
+        CONVERSATIONS={
+            "CACHE_ALIAS": cache_alias,
+            "KEY_PREFIX": prefix,
+            "MAX_MESSAGES": 100_000,
+            "SESSION_TTL": 900,
+        }
+    ):
+        yield
+
+
+def delete_prefix(client: Any, prefix: str) -> int:
+    deleted = 0
+    batch: list[Any] = []
+    for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            deleted += client.unlink(*batch)
+            batch.clear()
+    if batch:
+        deleted += client.unlink(*batch)
+    return deleted
+
+
+def machine_notes(client: Any) -> list[str]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            models = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        if models:
+            cpu = models[0]
+    except OSError:
+        pass
+    server = client.info("server")
+    parser_class = client.connection_pool.connection_kwargs.get("parser_class")
+    parser = getattr(parser_class, "__name__", "the default parser")
+
+    def version(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    return [
+        f"Machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; "
+        f"load average at start {load}.",
+        f"Python {platform.python_version()}, Redis {server.get('redis_version')} "
+        f"({client.connection_pool.connection_kwargs.get('host', '?')}), redis-py {version('redis')} "
+        f"with {parser} (hiredis {version('hiredis')}), Django {version('Django')}, "
+        f"DRF {version('djangorestframework')}, orjson {version('orjson')}.",
+    ]
+
+
+def run(
+    *,
+    smoke: bool = False,
+    processes: bool = True,
+    http: bool = True,
+    progress: Callable[[str], object] = lambda message: print(message, file=sys.stderr),
+) -> Any:
+    """Run every benchmark and return the ``benchmarks.report.Report``; Django must be set up."""
+    from benchmarks import store_bench as sb
+    from benchmarks.report import Report
+    from benchmarks.seed_baseline import SeedStore
+    from conversations.conf import conf
+    from conversations.store import get_redis_client, get_store
+
+    sizes = sb.Sizes.smoke() if smoke else sb.Sizes()
+    prefix = f"bench-{uuid.uuid4().hex[:10]}"
+    alias = conf.CACHE_ALIAS
+    report = Report(prefix=prefix)
+    with bench_settings(prefix, alias):
+        client = get_redis_client()
+        store = get_store()
+        report.notes.extend(machine_notes(client))
+        ref_key = f"{prefix}:ref"
+        client.set(ref_key, b"v")
+        bench = sb.Bench(
+            client=client,
+            store=store,
+            seed=SeedStore(client, prefix=f"{prefix}:seed:session:", ttl=store.config.session_ttl),
+            prefix=prefix,
+            sizes=sizes,
+            ref=lambda: client.get(ref_key),
+        )
+        try:
+            _store_rows(bench, report, processes=processes, progress=progress)
+            if http:
+                from benchmarks import http_bench
+
+                progress("HTTP...")
+                http_bench.add_rows(bench, report)
+        finally:
+            progress("cleaning up...")
+            delete_prefix(client, prefix)
+    report.notes.append(
+        f"Each time is the best of {sizes.rounds} rounds' medians of {sizes.reps} calls (fewer for the "
+        "seed's slowest workloads), each call timed right after a GET on the same client. The app's "
+        "ratio is the median over rounds of its time over the GET's timed beside it; growth ratios are "
+        "ratios of those. The seed's ratio is its time over the reference GET (its big replies disturb "
+        "a GET timed beside them). HTTP ratios are over the bare DRF view, timed likewise. "
+        f"Messages are {sizes.content_chars} characters unless a row says otherwise. Cycles/s are the "
+        f"best of {sizes.cycle_rounds} batches of {sizes.cycle_batch} cycles, the workloads taking turns; "
+        f"{sizes.processes} processes: spawned, each with its own client, summed over "
+        f"{sizes.process_seconds:g} s. See benchmarks/timing.py."
+    )
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    report.notes.append(f"Load average at the end: {load}.")
+    return report
+
+
+def _store_rows(bench: Any, report: Any, *, processes: bool, progress: Callable[[str], object]) -> None:
+    from benchmarks import store_bench as sb
+    from benchmarks.report import (
+        APPEND_BAR,
+        CYCLE_RATE_BAR,
+        CYCLE_SEED_BAR,
+        GROWTH_BAR,
+        LISTING_BAR,
+        READ_BAR,
+        Row,
+        ms_or_us,
+        us,
+        x,
+    )
+
+    sizes = bench.sizes
+    progress("reference round trips...")
+    ref = sb.bench_reference(bench)
+    get_us = ref["GET"].op_us
+    report.add(Row("redis-py GET round trip (the reference)", us(get_us), x(1.0)))
+    report.add(Row("redis-py PING round trip", us(ref["PING"].op_us), x(ref["PING"].ratio)))
+
+    progress("append...")
+    app, seed = sb.bench_append(bench)
+    for n in sizes.append_at:
+        report.add(
+            Row(
+                f"append at message {n:,}",
+                us(app[n].op_us),
+                x(app[n].ratio),
+                ms_or_us(seed[n].op_us),
+                x(seed[n].op_us / get_us),
+                f"≤ {APPEND_BAR} x GET",
+                app[n].ratio <= APPEND_BAR,
+            )
+        )
+    first, last = sizes.append_at[0], sizes.append_at[-1]
+    growth = app[last].ratio / app[first].ratio
+    seed_growth = seed[last].op_us / seed[first].op_us
+    report.add(
+        Row(
+            f"append growth, message {first:,} → {last:,}",
+            f"{growth:.2f}x",
+            "",
+            f"{seed_growth:,.1f}x",
+            "",
+            f"≤ {GROWTH_BAR}x",
+            growth <= GROWTH_BAR,
+        )
+    )
+
+    progress("read the last messages...")
+    app, seed = sb.bench_read_last(bench)
+    for n in sizes.read_at:
+        report.add(
+            Row(
+                f"last {sizes.read_last} of {n:,} messages",
+                us(app[n].op_us),
+                x(app[n].ratio),
+                ms_or_us(seed[n].op_us),
+                x(seed[n].op_us / get_us),
+                f"≤ {READ_BAR} x GET",
+                app[n].ratio <= READ_BAR,
+            )
+        )
+
+    progress("listing (fills up to the largest total)...")
+    app, seed = sb.bench_listing(bench)
+    for total in sizes.listing_totals:
+        report.add(
+            Row(
+                f"one owner's newest {sizes.listing_page} sessions, {total:,} sessions in Redis",
+                us(app[total].op_us),
+                x(app[total].ratio),
+                ms_or_us(seed[total].op_us),
+                x(seed[total].op_us / get_us),
+            )
+        )
+    small, big = sizes.listing_totals[0], sizes.listing_totals[-1]
+    listing_growth = app[big].ratio / app[small].ratio
+    report.add(
+        Row(
+            f"listing growth, {small:,} → {big:,} sessions",
+            f"{listing_growth:.2f}x",
+            "",
+            f"{seed[big].op_us / seed[small].op_us:,.1f}x",
+            "",
+            f"≤ {LISTING_BAR}x",
+            listing_growth <= LISTING_BAR,
+        )
+    )
+
+    progress("memory...")
+    memory = sb.bench_memory(bench)
+    report.add(
+        Row(
+            f"Redis memory per message ({sizes.memory_messages:,} of {sizes.content_chars} characters)",
+            f"{memory.app_bytes_per_message:,.0f} B",
+            f"INFO Δ {memory.app_info_delta_per_message:,.0f} B",
+            f"{memory.seed_bytes_per_message:,.0f} B",
+        )
+    )
+
+    progress("cycles, one client...")
+    rates = sb.bench_cycle(bench)
+    cycle = f"create + {sizes.cycle_appends} appends + last {sizes.cycle_read}"
+    for kind, label in (
+        ("", f"{sizes.content_chars}-character messages"),
+        (
+            " chat",
+            f"chat mix: {sizes.content_chars}-character questions, "
+            f"{sizes.chat_answer_chars:,}-character answers with 2 sources",
+        ),
+    ):
+        app_rate, seed_rate = rates["app" + kind], rates["seed" + kind]
+        report.add(
+            Row(
+                f"cycle ({cycle}), 1 client, {label}",
+                f"{app_rate:,.0f}/s",
+                f"{app_rate / seed_rate:.2f}x seed",
+                f"{seed_rate:,.0f}/s",
+                "",
+                f"≥ {CYCLE_SEED_BAR:g}x seed and ≥ {CYCLE_RATE_BAR:,.0f}/s",
+                app_rate >= CYCLE_SEED_BAR * seed_rate and app_rate >= CYCLE_RATE_BAR,
+            )
+        )
+    if processes:
+        progress(f"cycles, {sizes.processes} processes...")
+        rates = sb.bench_cycle_processes(bench)
+        report.add(
+            Row(
+                f"cycle, {sizes.processes} processes, {sizes.content_chars}-character messages",
+                f"{rates['app']:,.0f}/s",
+                f"{rates['app'] / rates['seed']:.2f} x seed",
+                f"{rates['seed']:,.0f}/s",
+            )
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="where to write the table")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks that the bench runs")
+    parser.add_argument("--skip-processes", action="store_true", help="skip the multi-process cycle")
+    parser.add_argument("--skip-http", action="store_true", help="skip the HTTP benchmarks")
+    args = parser.parse_args(argv)
+    setup_django()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0, interactive=False)
+    report = run(smoke=args.smoke, processes=not args.skip_processes, http=not args.skip_http)
+    print(write_report(report, args.output))
+    return 0
+
+
+def write_report(report: Any, output: Path) -> str:
+    """Write the report's table (with its date) to ``output``; return what was written."""
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    text = f"## Benchmark, {stamp}\n\n{report.markdown()}\n"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, encoding="utf-8")
+    return text
+
+
+if __name__ == "__main__":
+    sys.exit(main())

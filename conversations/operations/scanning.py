@@ -1,0 +1,134 @@
+"""Walking Redis for the operator commands: ``SCAN`` in batches, the server's clock, error mapping,
+and a progress line for terminals."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+from django.utils.translation import gettext_lazy as _
+from redis.cluster import RedisCluster
+
+from conversations.exceptions import ConversationError, StoreUnavailable
+
+#: Keys asked for per SCAN call: large enough to keep round trips few, small enough that each call
+#: holds Redis for well under a millisecond.
+SCAN_COUNT = 1000
+
+ProgressCallback = Callable[[float | None], None]
+
+
+def text(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def parse_int(value: bytes | str | None) -> int | None:
+    """The integer in a Redis reply, or None if it is missing or not an integer."""
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+@contextmanager
+def redis_errors() -> Iterator[None]:
+    """Turn redis-py failures into the app's errors, the cause chained."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterError) as exc:
+        raise StoreUnavailable(str(_("Cannot reach Redis: %(error)s") % {"error": exc})) from exc
+    except redis.RedisError as exc:
+        raise ConversationError(str(_("Redis refused a command: %(error)s") % {"error": exc})) from exc
+
+
+def server_time_ms(client: Any) -> int:
+    """Now on the Redis server's clock, the one every stored timestamp was taken from."""
+    seconds, micros = client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def scan_batches(
+    client: Any, pattern: str, *, count: int = SCAN_COUNT, progress: ProgressCallback | None = None
+) -> Iterator[list[Any]]:
+    """Keys matching ``pattern``, one SCAN reply at a time (never all of them at once).
+
+    ``progress`` gets a rough fraction done: SCAN calls made x ``count`` / keys in the database (the
+    server visits about ``count`` keys per call whatever ``MATCH`` keeps), or None when unknown.
+    """
+    if isinstance(client, RedisCluster):
+        # A cluster client's scan_iter walks every primary in turn.
+        batch: list[Any] = []
+        for key in client.scan_iter(match=pattern, count=count):
+            batch.append(key)
+            if len(batch) >= count:
+                yield batch
+                batch = []
+                if progress is not None:
+                    progress(None)
+        if batch:
+            yield batch
+        return
+    total = max(int(client.dbsize()), 1)
+    cursor: int = 0
+    calls = 0
+    while True:
+        cursor, keys = client.scan(cursor=cursor, match=pattern, count=count)
+        calls += 1
+        if keys:
+            yield keys
+        if progress is not None:
+            progress(1.0 if cursor == 0 else min(calls * count / total, 0.99))
+        if cursor == 0:
+            return
+
+
+class Progress:
+    """A one-line progress bar, redrawn at most ten times a second; silent when disabled."""
+
+    WIDTH = 30
+
+    def __init__(self, write: Callable[[str], object], *, enabled: bool, label: str = "scanning") -> None:
+        self.write = write
+        self.enabled = enabled
+        self.label = label
+        self.fraction: float | None = 0.0
+        self.items = 0
+        self._started = time.monotonic()
+        self._last_draw = 0.0
+        self._drawn = False
+
+    def update(self, fraction: float | None = None, *, items: int | None = None, force: bool = False) -> None:
+        if fraction is not None:
+            self.fraction = fraction
+        if items is not None:
+            self.items = items
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_draw < 0.1:
+            return
+        self._last_draw = now
+        elapsed = max(now - self._started, 1e-6)
+        if self.fraction is None:
+            bar = "?" * self.WIDTH
+            percent = "  ?"
+        else:
+            filled = int(self.fraction * self.WIDTH)
+            bar = "#" * filled + "." * (self.WIDTH - filled)
+            percent = f"{self.fraction * 100:3.0f}"
+        line = f"\r{self.label} [{bar}] ~{percent}%  {self.items:,} sessions  {self.items / elapsed:,.0f}/s"
+        self.write(line)
+        self._drawn = True
+
+    def finish(self) -> None:
+        if self.enabled:
+            self.update(1.0, force=True)
+            if self._drawn:
+                self.write("\n")

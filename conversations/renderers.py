@@ -1,0 +1,83 @@
+"""Renderers of the transcript export: ``?format=markdown`` (this module) beside DRF's ``?format=json``."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from django.utils.dateparse import parse_datetime
+from rest_framework.renderers import BaseRenderer
+
+# A link target Markdown shows as is: http(s), no whitespace or characters that end a link.
+_PLAIN_URL = re.compile(r"\Ahttps?://[^\s<>()\[\]`]+\Z")
+_INLINE_SPECIAL = re.compile(r"([\\`*_\[\]<>#|])")
+
+
+def _inline(text: str) -> str:
+    """One line of literal text: newlines folded, Markdown's inline syntax escaped."""
+    return _INLINE_SPECIAL.sub(r"\\\1", " ".join(text.split()))
+
+
+def _when(value: Any) -> str:
+    parsed = parse_datetime(value) if isinstance(value, str) else None
+    return parsed.strftime("%Y-%m-%d %H:%M:%S UTC") if parsed is not None else str(value)
+
+
+def _source_line(source: Any) -> str:
+    if isinstance(source, Mapping):
+        url, title = source.get("url"), source.get("title")
+        if isinstance(url, str) and _PLAIN_URL.match(url):
+            label = title if isinstance(title, str) and title.strip() else url
+            return f"- [{_inline(label)}]({url})"
+    return "- " + _inline(orjson.dumps(source).decode())
+
+
+def _quoted(content: str) -> list[str]:
+    """The content as a block quote: its Markdown still renders, but stays inside its message."""
+    if not content.strip():
+        return ["> *(empty)*"]
+    return [f"> {line}" if line else ">" for line in content.splitlines()]
+
+
+class MarkdownRenderer(BaseRenderer):
+    """A session's transcript as Markdown: a header with its details, then one section per message.
+
+    Message contents are written verbatim inside block quotes (chat messages are often Markdown
+    already, and a quote keeps a heading in a message from passing for a new message); the title and
+    sources are escaped so that they cannot break the document's structure either.
+    """
+
+    media_type = "text/markdown"
+    format = "markdown"
+    charset = "utf-8"
+
+    def render(
+        self,
+        data: Any,
+        accepted_media_type: str | None = None,
+        renderer_context: Mapping[str, Any] | None = None,
+    ) -> bytes:
+        # Errors never reach this renderer: the export view answers them in JSON.
+        return self.render_transcript(data).encode("utf-8")
+
+    def render_transcript(self, session: Mapping[str, Any]) -> str:
+        lines = [f"# {_inline(str(session.get('title') or '')) or 'Conversation'}", ""]
+        lines.append(f"- Session: `{session.get('id', '')}`")
+        lines.append(f"- Created: {_when(session.get('created_at'))}")
+        lines.append(f"- Updated: {_when(session.get('updated_at'))}")
+        lines.append(f"- Messages: {session.get('message_count', 0)}")
+        metadata = session.get("metadata")
+        if metadata:
+            lines.append(f"- Metadata: {_inline(orjson.dumps(metadata).decode())}")
+        for message in session.get("messages") or []:
+            lines += ["", f"## {message.get('id')}. {_inline(str(message.get('role', '')))}", ""]
+            lines.append(f"*{_when(message.get('created_at'))}*")
+            lines.append("")
+            lines += _quoted(str(message.get("content", "")))
+            sources = message.get("sources") or []
+            if sources:
+                lines += ["", "Sources:", ""]
+                lines += [_source_line(source) for source in sources]
+        return "\n".join(lines) + "\n"

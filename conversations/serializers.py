@@ -1,0 +1,188 @@
+"""DRF serializers for the HTTP API: plain ``Serializer`` classes over the store's records.
+
+They check the *shape* of the input: types, and which fields exist. The limits (sizes, nesting, the
+encodability of JSON) are the store's job: it raises ``InvalidInput`` naming the field, and the views
+turn that into the same ``{field: [message]}`` body DRF gives, so each rule is written once. The role
+choices and the length limits are also given to the fields, read from the settings when a serializer is
+built, so that the browsable API's forms and the OpenAPI schema show them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.validators import ProhibitNullCharactersValidator
+from django.utils.translation import gettext_lazy as _
+from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
+from rest_framework import serializers
+
+from .conf import conf
+
+
+class JSONInputField(serializers.JSONField):
+    """A JSON value; in an HTML form a blank box means "not given" instead of "invalid JSON"."""
+
+    def get_value(self, dictionary: Any) -> Any:
+        value = super().get_value(dictionary)
+        if getattr(value, "is_json_string", False) and not value.strip():
+            return serializers.empty
+        return value
+
+
+class TextField(serializers.CharField):
+    """A string, and only a string: DRF's CharField would quietly turn ``42`` or ``true`` into text.
+
+    NUL characters are kept, as the store keeps them (DRF refuses them by default for the sake of SQL
+    databases, which play no part here); lone surrogates are still refused, since no UTF-8 can hold them.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.validators = [v for v in self.validators if not isinstance(v, ProhibitNullCharactersValidator)]
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+@extend_schema_field({"type": "object", "additionalProperties": {}})
+class MetadataField(JSONInputField):
+    """Free-form JSON object kept with a session."""
+
+
+@extend_schema_field({"type": "array", "items": {"type": "object", "additionalProperties": {}}})
+class SourcesField(JSONInputField):
+    """Citations of a message: a list of JSON objects (for example ``{"url": ..., "title": ...}``)."""
+
+
+class MessageSerializer(serializers.Serializer[Any]):
+    """A stored message, as the API returns it."""
+
+    id = serializers.IntegerField(read_only=True, help_text=_("Position in the session, starting at 1."))
+    role = serializers.CharField(read_only=True)
+    content = serializers.CharField(read_only=True)
+    sources = SourcesField(read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
+
+
+class MessageCreateSerializer(serializers.Serializer[Any]):
+    """The body of `POST /sessions/{id}/messages/`."""
+
+    def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
+        # Built per instance: the roles and the length limit are settings, read at call time.
+        return {
+            "role": serializers.ChoiceField(choices=list(conf.ROLES), help_text=_("Who wrote the message.")),
+            # Kept exactly as sent: no trimming, and an empty message (a tool's, say) is allowed.
+            "content": TextField(
+                allow_blank=True,
+                trim_whitespace=False,
+                max_length=conf.MAX_MESSAGE_LENGTH,
+                style={"base_template": "textarea.html", "rows": 4},
+                help_text=_("The message text."),
+            ),
+            "sources": SourcesField(
+                required=False,
+                initial=list,  # type: ignore[arg-type]  # (the stubs expect a mapping; any JSON will do)
+                style={"base_template": "textarea.html", "rows": 2},
+                help_text=_(
+                    'Optional citations: a JSON list of objects such as [{"url": "https://…"}]; at most '
+                    "%(count)s of them, %(bytes)s bytes encoded, %(depth)s levels deep."
+                )
+                % {"count": conf.MAX_SOURCES, "bytes": conf.MAX_SOURCES_BYTES, "depth": conf.MAX_JSON_DEPTH},
+            ),
+        }
+
+
+class SessionSerializer(serializers.Serializer[Any]):
+    """A session without its messages."""
+
+    id = serializers.CharField(read_only=True)
+    title = serializers.CharField(read_only=True)
+    metadata = MetadataField(read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
+    updated_at = serializers.DateTimeField(read_only=True)
+    expires_at = serializers.DateTimeField(
+        read_only=True, allow_null=True, help_text=_("When the session expires unless written to again.")
+    )
+    message_count = serializers.IntegerField(read_only=True)
+
+
+class SessionDetailSerializer(SessionSerializer):
+    """A session with all its messages, oldest first."""
+
+    messages = MessageSerializer(many=True, read_only=True)
+
+
+class SessionWriteSerializer(serializers.Serializer[Any]):
+    """The body of `POST /sessions/` and `PATCH /sessions/{id}/`."""
+
+    def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
+        return {
+            "title": TextField(
+                required=False,
+                allow_blank=True,
+                trim_whitespace=False,
+                max_length=conf.MAX_TITLE_LENGTH,
+                help_text=_("A short name for the session."),
+            ),
+            "metadata": MetadataField(
+                required=False,
+                initial=dict,
+                style={"base_template": "textarea.html", "rows": 3},
+                help_text=_(
+                    'Free-form JSON object, for example {"model": "gpt-x"}; at most %(bytes)s bytes '
+                    "encoded, %(depth)s levels deep, integers within 64 bits."
+                )
+                % {"bytes": conf.MAX_METADATA_BYTES, "depth": conf.MAX_JSON_DEPTH},
+            ),
+        }
+
+
+class PageQuerySerializer(serializers.Serializer[Any]):
+    """The query string of a paginated listing."""
+
+    limit = serializers.IntegerField(
+        required=False, default=20, min_value=1, max_value=100, help_text=_("Items per page, 1 to 100.")
+    )
+    cursor = serializers.CharField(
+        required=False,
+        max_length=200,
+        help_text=_("Opaque cursor from a previous page's `next` or `previous` link."),
+    )
+
+
+@extend_schema_serializer(many=False)
+class SessionPageSerializer(serializers.Serializer[Any]):
+    """One page of sessions, most recently active first."""
+
+    next = serializers.URLField(allow_null=True, read_only=True)
+    previous = serializers.URLField(
+        allow_null=True, read_only=True, help_text=_("Always null: session pages only go forward.")
+    )
+    results = SessionSerializer(many=True, read_only=True)
+
+
+class MessagePageSerializer(serializers.Serializer[Any]):
+    """One page of messages, oldest first."""
+
+    next = serializers.URLField(allow_null=True, read_only=True)
+    previous = serializers.URLField(allow_null=True, read_only=True)
+    results = MessageSerializer(many=True, read_only=True)
+
+
+class ErrorSerializer(serializers.Serializer[Any]):
+    """The body of every error but 400: a human-readable `detail`."""
+
+    detail = serializers.CharField(read_only=True)
+
+
+VALIDATION_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "Field errors, `{field: [message, ...]}` (`non_field_errors` for the body as a whole), "
+    "or `{detail: message}` when the body could not be parsed.",
+    "additionalProperties": {
+        "oneOf": [{"type": "array", "items": {"type": "string"}}, {"type": "string"}],
+    },
+    "example": {"content": ["This field is required."]},
+}

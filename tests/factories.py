@@ -1,0 +1,134 @@
+"""Writers of test data for the operator commands' tests: sessions in the product's key layout,
+written straight through pipelines (thousands per round trip), and keys in the seed store's shape."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+import orjson
+
+from conversations.store import KeyLayout
+
+
+def session_id() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def put_session(
+    pipe: Any,
+    layout: KeyLayout,
+    *,
+    owner: str = "",
+    created_at: int,
+    updated_at: int,
+    messages: int = 0,
+    ttl_ms: int = 3_600_000,
+    indexed: bool = True,
+    sid: str | None = None,
+) -> str:
+    """Queue on ``pipe`` the commands that write one session exactly as the store lays it out."""
+    sid = sid or session_id()
+    meta, msgs = layout.meta(sid), layout.messages(sid)
+    pipe.hset(
+        meta,
+        mapping={
+            "owner": owner,
+            "title": "",
+            "metadata": "{}",
+            "created_at": created_at,
+            "updated_at": updated_at,
+            "count": messages,
+        },
+    )
+    pipe.pexpire(meta, ttl_ms)
+    if messages:
+        pipe.rpush(
+            msgs,
+            *(
+                orjson.dumps(
+                    {
+                        "id": n,
+                        "created_at": created_at + n,
+                        "role": "user",
+                        "content": f"m{n}",
+                        "sources": [],
+                    }
+                )
+                for n in range(1, messages + 1)
+            ),
+        )
+        pipe.pexpire(msgs, ttl_ms)
+    if indexed:
+        index = layout.owner_index(owner)
+        pipe.zadd(index, {sid: updated_at})
+        pipe.pexpire(index, ttl_ms)
+    return sid
+
+
+def seed_value(
+    sid: str,
+    *,
+    created_at: int,
+    updated_at: int,
+    metadata: dict[str, Any] | None = None,
+    messages: list[dict[str, Any]] | None = None,
+) -> str:
+    """A session exactly as the seed store's ``_serialise`` wrote it (``json.dumps``, ensure_ascii off)."""
+    return json.dumps(
+        {
+            "session_id": sid,
+            "created_at": created_at,
+            "updated_at": updated_at,
+            "metadata": metadata or {},
+            "messages": [
+                {
+                    "role": m["role"],
+                    "content": m["content"],
+                    "timestamp": m["timestamp"],
+                    "sources": m.get("sources", []),
+                }
+                for m in messages or []
+            ],
+        },
+        ensure_ascii=False,
+    )
+
+
+# KEYS: meta, msgs, index per session   ARGV: owner, created_at, updated_at, messages, ttl_ms, id per session
+_BULK = """
+for i = 1, #KEYS / 3 do
+  local meta, msgs, index = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  local a = 6 * (i - 1)
+  local owner, created, updated, n, ttl, sid =
+    ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], tonumber(ARGV[a + 4]), ARGV[a + 5], ARGV[a + 6]
+  redis.call('HSET', meta, 'owner', owner, 'title', '', 'metadata', '{}', 'created_at', created,
+             'updated_at', updated, 'count', n)
+  redis.call('PEXPIRE', meta, ttl)
+  for m = 1, n do
+    redis.call('RPUSH', msgs, string.format(
+      '{"id":%d,"created_at":%d,"role":"user","content":"m%d","sources":[]}', m, created + m, m))
+  end
+  if n > 0 then redis.call('PEXPIRE', msgs, ttl) end
+  redis.call('ZADD', index, updated, sid)
+  redis.call('PEXPIRE', index, ttl)
+end
+"""
+
+
+def put_sessions_bulk(
+    client: Any, layout: KeyLayout, rows: list[tuple[str, int, int, int]], ttl_ms: int = 3_600_000
+) -> None:
+    """Write many indexed sessions fast: rows of (owner, created_at, updated_at, messages)."""
+    script = client.register_script(_BULK)
+    pipe = client.pipeline(transaction=False)
+    for start in range(0, len(rows), 500):
+        keys: list[str] = []
+        args: list[Any] = []
+        for owner, created_at, updated_at, messages in rows[start : start + 500]:
+            sid = session_id()
+            keys += [layout.meta(sid), layout.messages(sid), layout.owner_index(owner)]
+            args += [owner, created_at, updated_at, messages, ttl_ms, sid]
+        script(keys=keys, args=args, client=pipe)
+    pipe.execute()
