@@ -36,8 +36,9 @@ class Sizes:
     listing_page: int = 20
     memory_messages: int = 1_000
     content_chars: int = 200
-    reps: int = 600
-    rounds: int = 7
+    reps: int = 500
+    rounds: int = 11
+    seed_rounds: int = 5
     # The seed's cost grows with the history: its big workloads get fewer repetitions.
     seed_work_per_round: int = 200_000
     cycle_appends: int = 10
@@ -64,6 +65,7 @@ class Sizes:
             content_chars=20,
             reps=5,
             rounds=1,
+            seed_rounds=1,
             seed_work_per_round=50,
             cycle_appends=2,
             chat_answer_chars=40,
@@ -181,7 +183,7 @@ def bench_append(bench: Bench) -> tuple[dict[int, Timing], dict[int, Timing]]:
             {"seed": Op(seed_append, seed_undo)},
             bench.ref,
             reps=bench.seed_reps(n),
-            rounds=bench.sizes.rounds,
+            rounds=bench.sizes.seed_rounds,
         )["seed"]
     return {int(n): t for n, t in app.items()}, seed
 
@@ -210,7 +212,7 @@ def bench_read_last(bench: Bench) -> tuple[dict[int, Timing], dict[int, Timing]]
             session.messages[-last:]
 
         seed[n] = interleaved(
-            {"seed": Op(seed_read)}, bench.ref, reps=bench.seed_reps(n), rounds=bench.sizes.rounds
+            {"seed": Op(seed_read)}, bench.ref, reps=bench.seed_reps(n), rounds=bench.sizes.seed_rounds
         )["seed"]
     return {int(n): t for n, t in app.items()}, seed
 
@@ -294,7 +296,7 @@ def bench_listing(bench: Bench) -> tuple[dict[int, Timing], dict[int, Timing]]:
             {"seed": Op(seed_page)},
             bench.ref,
             reps=max(1, sizes.seed_work_per_round // 20 // total),
-            rounds=1 if few else min(sizes.rounds, 3),
+            rounds=1 if few else min(sizes.seed_rounds, 3),
             warmup=0 if few else 20,
         )["seed"]
 
