@@ -519,3 +519,35 @@ def test_an_anonymous_visitor_cannot_pick_their_owner_with_a_cookie(
     assert store.get_session(response.json()["id"], owner=f"anon:{session_key}") is not None
     assert store.get_session(response.json()["id"], owner=f"anon:{forged}") is None
     assert unsafe_keys(admin, store.keys.prefix) == []
+
+
+def _reply_bytes_during(admin: redis.Redis, action: Callable[[], Any]) -> int:
+    """Bytes Redis sent to its clients while ``action`` ran (plus one INFO reply of the probe itself)."""
+    before = int(admin.info("stats")["total_net_output_bytes"])
+    action()
+    return int(admin.info("stats")["total_net_output_bytes"]) - before
+
+
+def test_another_owners_window_sends_no_more_bytes_than_a_missing_session(
+    private_store: ConversationStore, admin: redis.Redis
+) -> None:
+    """Same commands is not enough: a reply carrying the window would still betray the session."""
+    store = private_store
+    theirs = store.create_session(owner="user:1")
+    for i in range(20):
+        store.append_message(theirs.id, role="user", content=f"{i} " + "s" * 500, owner="user:1")
+    missing = new_session_id()
+
+    def window(session_id: str) -> Callable[[], None]:
+        def run() -> None:
+            with pytest.raises(SessionNotFound):
+                store.get_messages(session_id, owner="user:2", last=20)
+
+        return run
+
+    window(theirs.id)(), window(missing)()  # warm up: script loaded, connection open
+    sent_theirs = [_reply_bytes_during(admin, window(theirs.id)) for _ in range(3)]
+    sent_missing = [_reply_bytes_during(admin, window(missing)) for _ in range(3)]
+    # The window is over 10,000 bytes; the INFO replies differ by a few digits at most.
+    assert abs(min(sent_theirs) - min(sent_missing)) < 64, (sent_theirs, sent_missing)
+    assert len(store.get_messages(theirs.id, owner="user:1", last=20)) == 20

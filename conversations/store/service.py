@@ -682,26 +682,17 @@ class ConversationStore:
 
     def _window(self, session_id: str, owner: str, start: int, stop: int) -> list[Message]:
         """The messages at list indexes ``start``..``stop`` (LRANGE's, negative from the end): the newest
-        N (what every chat screen reads) or a page after a position. Two commands in one round trip (or
-        the WINDOW script). Another owner's window is fetched but dropped, never decoded."""
+        N (what every chat screen reads) or a page after a position, in one WINDOW script.
+
+        A script rather than HMGET + LRANGE in one pipelined round trip (about 0.3 x a GET cheaper):
+        the script compares owners before it reads a message, so another owner's session answers
+        exactly like a missing one — the same commands and the same empty reply — and its size
+        cannot tell an id holder that the session exists.
+        """
         if not validation.is_session_id(session_id):
             raise SessionNotFound(session_id)
         meta, msgs = self.keys.meta(session_id), self.keys.messages(session_id)
-        if self._pool is None:
-            raws = self._run(self._window_script, [meta, msgs], [owner, str(start), str(stop)])
-        else:
-            (stored_owner, count), raws = self._pipelined(
-                ("HMGET", meta, "owner", "count"), ("LRANGE", msgs, start, stop)
-            )
-            # Fewer messages than ``count`` promises: the list was evicted (gone, as the scripts treat
-            # it) or the session deleted in between. Appends in between only add some: harmless. A
-            # window past the end promises none, so there (rarely) ask the list itself.
-            if stored_owner is None or _text(stored_owner) != owner or not _text(count).isdigit():
-                raws = None
-            else:
-                expected = _window_length(int(count), start, stop)
-                if len(raws) < expected or (not expected and self.client.llen(msgs) < int(count)):
-                    raws = None
+        raws = self._run(self._window_script, [meta, msgs], [owner, str(start), str(stop)])
         if raws is None:
             raise SessionNotFound(session_id)
         return self._decode_messages(raws, session_id)
@@ -911,13 +902,6 @@ class ConversationStore:
             if page.next_cursor is None:
                 return
             cursor = page.next_cursor
-
-
-def _window_length(length: int, start: int, stop: int) -> int:
-    """How many items ``LRANGE start stop`` returns from a list of ``length`` items."""
-    first = start if start >= 0 else max(0, length + start)
-    last = min(stop if stop >= 0 else length + stop, length - 1)
-    return max(0, last - first + 1)
 
 
 def _fields(summary: SessionSummary) -> dict[str, Any]:
