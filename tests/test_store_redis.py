@@ -244,3 +244,15 @@ def test_an_error_on_a_window_read_leaves_the_next_call_a_clean_connection(store
             store.get_messages(broken.id, owner="o", last=2)
         assert [m.content for m in store.get_messages(good.id, owner="o", last=2)] == ["m1", "m2"]
         assert store.count_messages(good.id, owner="o") == 3
+
+
+def test_a_client_with_another_encoding_packs_its_own_commands(redis_url: str, key_prefix: str) -> None:
+    """The store packs commands with hiredis only for UTF-8 clients; others keep redis-py's packer."""
+    client = redis.Redis.from_url(redis_url, encoding="latin-1", socket_timeout=5)
+    try:
+        store = ConversationStore(client, StoreConfig(key_prefix=key_prefix))
+        session = store.create_session(owner="enc")
+        store.append_message(session.id, role="user", content="café ☕", owner="enc")
+        assert [m.content for m in store.get_messages(session.id, owner="enc", last=5)] == ["café ☕"]
+    finally:
+        client.close()

@@ -54,6 +54,21 @@ R = TypeVar("R")
 # redis-py 5.3 deprecated naming a command when taking a connection from the pool; 5.0 requires it.
 _POOL_TAKES_NO_COMMAND = tuple(int(part) for part in redis.__version__.split(".")[:2]) >= (5, 3)
 
+_hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
+try:  # hiredis packs a command in C; redis-py's own packer walks every argument in Python first
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # pragma: no cover - hiredis is an optional extra
+    _hiredis_pack = None
+
+
+def _pack_commands(conn: Any, commands: tuple[tuple[Any, ...], ...]) -> Any:
+    """The wire bytes of ``commands``: hiredis's packer where the connection encodes as UTF-8 (what it
+    would do too), else the connection's own."""
+    if _hiredis_pack is not None and conn.encoder.encoding == "utf-8":
+        return [b"".join(_hiredis_pack(command) for command in commands)]
+    return conn.pack_commands(commands)
+
+
 # Bound once: decoding a window of messages calls it per message.
 _fromtimestamp = datetime.fromtimestamp
 
@@ -206,7 +221,7 @@ class ConversationStore:
         pool = self._pool
         assert pool is not None, "callers check self._pool"
         conn: Any = pool.get_connection() if _POOL_TAKES_NO_COMMAND else pool.get_connection(commands[0][0])
-        packed = conn.pack_commands(commands)
+        packed = _pack_commands(conn, commands)
 
         def send() -> list[Any]:
             conn.send_packed_command(packed)
@@ -225,6 +240,12 @@ class ConversationStore:
         """EVALSHA the script by its cached digest, loading it first if this Redis lost it (a restart,
         a failover). Every request goes through here, and calling the redis-py ``Script`` object costs
         more (it copies keys and args into new tuples and checks for a pipeline on every call)."""
+        if self._pool is not None:
+            try:
+                return self._pipelined(("EVALSHA", script.sha, len(keys), *keys, *args))[0]
+            except redis.exceptions.NoScriptError:
+                script.sha = self.client.script_load(script.script)
+                return self._pipelined(("EVALSHA", script.sha, len(keys), *keys, *args))[0]
         try:
             return self.client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
         except redis.exceptions.NoScriptError:
