@@ -16,7 +16,7 @@ from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
-from .conf import conf
+from .store import store_config
 
 
 class JSONInputField(serializers.JSONField):
@@ -70,14 +70,16 @@ class MessageCreateSerializer(serializers.Serializer[Any]):
     """The body of `POST /sessions/{id}/messages/`."""
 
     def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
-        # Built per instance: the roles and the length limit are settings, read at call time.
+        # Built per instance: the roles and the limits are settings, read at call time (from the
+        # store's cached configuration, so the API and the store enforce the very same values).
+        cfg = store_config()
         return {
-            "role": serializers.ChoiceField(choices=list(conf.ROLES), help_text=_("Who wrote the message.")),
+            "role": serializers.ChoiceField(choices=list(cfg.roles), help_text=_("Who wrote the message.")),
             # Kept exactly as sent: no trimming, and an empty message (a tool's, say) is allowed.
             "content": TextField(
                 allow_blank=True,
                 trim_whitespace=False,
-                max_length=conf.MAX_MESSAGE_LENGTH,
+                max_length=cfg.max_message_length,
                 style={"base_template": "textarea.html", "rows": 4},
                 help_text=_("The message text."),
             ),
@@ -89,7 +91,7 @@ class MessageCreateSerializer(serializers.Serializer[Any]):
                     'Optional citations: a JSON list of objects such as [{"url": "https://…"}]; at most '
                     "%(count)s of them, %(bytes)s bytes encoded, %(depth)s levels deep."
                 )
-                % {"count": conf.MAX_SOURCES, "bytes": conf.MAX_SOURCES_BYTES, "depth": conf.MAX_JSON_DEPTH},
+                % {"count": cfg.max_sources, "bytes": cfg.max_sources_bytes, "depth": cfg.max_json_depth},
             ),
         }
 
@@ -118,12 +120,13 @@ class SessionWriteSerializer(serializers.Serializer[Any]):
     """The body of `POST /sessions/` and `PATCH /sessions/{id}/`."""
 
     def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
+        cfg = store_config()
         return {
             "title": TextField(
                 required=False,
                 allow_blank=True,
                 trim_whitespace=False,
-                max_length=conf.MAX_TITLE_LENGTH,
+                max_length=cfg.max_title_length,
                 help_text=_("A short name for the session."),
             ),
             "metadata": MetadataField(
@@ -134,7 +137,7 @@ class SessionWriteSerializer(serializers.Serializer[Any]):
                     'Free-form JSON object, for example {"model": "gpt-x"}; at most %(bytes)s bytes '
                     "encoded, %(depth)s levels deep, integers within 64 bits."
                 )
-                % {"bytes": conf.MAX_METADATA_BYTES, "depth": conf.MAX_JSON_DEPTH},
+                % {"bytes": cfg.max_metadata_bytes, "depth": cfg.max_json_depth},
             ),
         }
 

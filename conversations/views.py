@@ -275,7 +275,6 @@ class SessionViewSet(viewsets.GenericViewSet[Any]):
     lookup_field = "id"
     lookup_value_regex = "[^/]+"
     permission_classes = [HasConversationOwner]
-    serializer_class = SessionWriteSerializer
     # The store pages by cursor and has no querysets: the host's default paginator and filter backends
     # (which would wrap the schema and make the browsable API ask for a queryset) do not apply here.
     pagination_class = None
@@ -512,12 +511,11 @@ class SessionViewSet(viewsets.GenericViewSet[Any]):
         ?format=json (the default) gives the session and its messages as JSON.
         ?format=markdown gives a document to read or archive.
         """
-        session = self.store.get_session(self.session_id, owner=self.owner)
-        if session is None:
-            raise SessionNotFound(self.session_id)
-        response = Response(SessionDetailSerializer(session).data)
+        response = self.retrieve(request, *args, **kwargs)  # the same session, in another renderer
         renderer = request.accepted_renderer
         if not isinstance(renderer, BrowsableAPIRenderer):
             extension = "md" if renderer.format == "markdown" else renderer.format
-            response["Content-Disposition"] = f'attachment; filename="conversation-{session.id}.{extension}"'
+            response["Content-Disposition"] = (
+                f'attachment; filename="conversation-{self.session_id}.{extension}"'
+            )
         return response

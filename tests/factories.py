@@ -4,16 +4,13 @@ written straight through pipelines (thousands per round trip), and keys in the s
 from __future__ import annotations
 
 import json
-import secrets
 from typing import Any
 
 import orjson
 
-from conversations.store import KeyLayout
+from conversations.store import KeyLayout, new_session_id
 
-
-def session_id() -> str:
-    return secrets.token_urlsafe(16)
+session_id = new_session_id  # tests name fresh ids through the factories
 
 
 def put_session(

@@ -81,16 +81,6 @@ class PrivateRedis:
         options.update(kwargs)
         return redis.Redis(host="127.0.0.1", port=self.port, **options)
 
-    def client(self, timeout: float = 0.5) -> redis.Redis:
-        """A client configured like a production one: short socket timeouts, no silent retries."""
-        return redis.Redis(
-            host="127.0.0.1",
-            port=self.port,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=None,
-        )
-
     def kill(self) -> None:
         """kill -9: the server vanishes mid-command, as on a crash or an OOM kill."""
         assert self.process is not None

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from redis.cluster import ClusterNode, RedisCluster
 
 from tests.redis_server import REDIS_SERVER, PrivateRedis, free_port
 
@@ -105,12 +104,6 @@ class LocalCluster:
         wait_until(converged, timeout=30, what="cluster_state:ok on every node")
         return self
 
-    def client(self, **kwargs: Any) -> RedisCluster:
-        """A fresh RedisCluster client for the test itself (not the store's)."""
-        options: dict[str, Any] = {"socket_timeout": 5, "socket_connect_timeout": 2}
-        options.update(kwargs)
-        return RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", n.port) for n in self.nodes], **options)
-
     def close(self) -> None:
         for node in self.nodes:
             node.close()
@@ -197,9 +190,6 @@ class LocalSentinel:
             what="the sentinel to announce the new primary",
         )
         return int(new)
-
-    def node(self, port: int) -> PrivateRedis:
-        return self.primary if port == self.primary.port else self.replica
 
     def close(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -200,7 +200,7 @@ def test_delete_source_keeps_a_source_whose_copy_differs(
     run_import(source_prefix=source, owner="user:1")
     mapping = {
         k.decode()[len(source) :]: v.decode()
-        for k, v in redis_client.hgetall(f"{store.keys.prefix}:import:seed").items()
+        for k, v in redis_client.hgetall(store.keys.import_mapping()).items()
     }
     # Someone damaged one copy since the first run: its source must survive a --delete-source run.
     redis_client.lset(store.keys.messages(mapping["a1b2c3d4"]), 1, b'{"id":2,"tampered":true}')

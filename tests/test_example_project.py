@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,14 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.redis_server import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 MANAGE = ROOT / "example_project" / "manage.py"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -45,7 +40,7 @@ def _manage(tmp_path: Path, *args: str, **extra: str) -> subprocess.CompletedPro
 def demo_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     assert _manage(tmp_path, "migrate", "--noinput").returncode == 0
     assert _manage(tmp_path, "ensure_demo_user").returncode == 0
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, str(MANAGE), "runserver", "--noreload", f"127.0.0.1:{port}"],
         env=_env(tmp_path),

@@ -38,6 +38,7 @@ import orjson
 
 from conversations.store import ConversationStore
 from conversations.store.keys import SESSION_ID_RE, KeyLayout
+from conversations.store.service import CLUSTER_INDEX_GRACE_MS
 
 from .scanning import Progress, parse_int, redis_errors, scan_batches, server_time_ms, text
 from .stats import Distribution, HeavyHitters, TopN
@@ -50,7 +51,6 @@ GROUPS_PER_CALL = 100
 _SMALL_INDEX = 1000
 #: On a Redis Cluster a create adds the index entry before the session: entries younger than this
 #: may be a create in flight, not drift.
-_CLUSTER_GRACE_MS = 10_000
 
 # Kinds of corruption the report counts.
 WRONG_TYPE = "wrong_type"  # the meta key is not a hash, or the message key not a list
@@ -208,7 +208,6 @@ class ReportBuilder:
         self._seen_matching = 0
         # Index entries waiting to be checked: (index, owner tag, session id), at most ~2 x scan_count.
         self._pending_entries: list[tuple[str, str, str]] = []
-        self._index_names: dict[str, str] = {}
         self._inspect = self.client.register_script(_INSPECT)
         self._index_scores = self.client.register_script(_INDEX_SCORES)
         self._owners = self.client.register_script(_OWNERS)
@@ -350,13 +349,7 @@ class ReportBuilder:
             self._recheck(missing)
 
     def _owner_index(self, owner: str) -> str:
-        # Owners recur across sessions; a bounded cache spares a digest per session.
-        index = self._index_names.get(owner)
-        if index is None:
-            if len(self._index_names) >= 2048:
-                self._index_names.clear()
-            index = self._index_names[owner] = self.keys.owner_index(owner)
-        return index
+        return self.keys.owner_index(owner)  # KeyLayout caches the owner's digest
 
     def _sample(self, candidate: _Candidate, memory: list[Any], first: Any, last: Any) -> None:
         if self.memory_enabled:
@@ -464,7 +457,7 @@ class ReportBuilder:
     def _add_entries(self, index: str, members: list[tuple[Any, float]]) -> None:
         tag = index[index.find("{") + 1 : index.find("}")]
         idle = self.options.idle_longer_than
-        horizon = self.now_ms - _CLUSTER_GRACE_MS if self.store.is_cluster else None
+        horizon = self.now_ms - CLUSTER_INDEX_GRACE_MS if self.store.is_cluster else None
         self.index_entries += len(members)
         for raw_member, raw_score in members:
             score = int(raw_score)

@@ -13,6 +13,7 @@ from django.utils.translation import gettext_lazy as _
 from redis.cluster import RedisCluster
 
 from conversations.exceptions import ConversationError, StoreUnavailable
+from conversations.store.records import as_text
 
 #: Keys asked for per SCAN call: large enough to keep round trips few, small enough that each call
 #: holds Redis for well under a millisecond.
@@ -21,10 +22,7 @@ SCAN_COUNT = 1000
 ProgressCallback = Callable[[float | None], None]
 
 
-def text(value: bytes | str | None) -> str:
-    if value is None:
-        return ""
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+text = as_text  # the store's own decoding of a Redis reply
 
 
 def parse_int(value: bytes | str | None) -> int | None:

@@ -40,7 +40,6 @@ from django.utils.translation import gettext_lazy as _
 from conversations.exceptions import InvalidInput
 from conversations.store import ConversationStore, new_session_id
 from conversations.store import validation as check
-from conversations.store.keys import LAYOUT_VERSION
 
 from .scanning import redis_errors, scan_batches, text
 
@@ -187,7 +186,6 @@ class SeedImporter:
         self._own_prefix = f"{self.keys.prefix}:"
         self._import = self.client.register_script(_IMPORT)
         self._delete_if_unchanged = self.client.register_script(_DELETE_IF_UNCHANGED)
-        self._layout_written = False
 
     def run(self) -> ImportResult:
         pattern = glob_escape(self.options.source_prefix) + "*"
@@ -358,9 +356,7 @@ class SeedImporter:
 
     def _write(self, name: str, planned: _Planned, ttl_ms: int) -> str | None:
         """Write the session; its new id, or None if another run has imported this source."""
-        if not self._layout_written:
-            self.client.set(self.keys.layout(), LAYOUT_VERSION, nx=True)
-            self._layout_written = True
+        self.store.write_layout_version()
         index = self.keys.owner_index(planned.owner)
         while True:
             session_id = new_session_id()
@@ -439,7 +435,7 @@ class SeedImporter:
 
 def mapping_key(store: ConversationStore) -> str:
     """The hash mapping each imported source key to its new session id (kept without TTL)."""
-    return f"{store.keys.prefix}:import:seed"
+    return store.keys.import_mapping()
 
 
 def import_seed_sessions(

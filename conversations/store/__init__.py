@@ -26,6 +26,7 @@ __all__ = [
     "get_redis_client",
     "get_store",
     "new_session_id",
+    "store_config",
 ]
 
 # One store per (client, config): building one registers its scripts, so reuse it across requests.
@@ -48,7 +49,7 @@ def get_redis_client(alias: str | None = None) -> Any:
 _config_cache: tuple[Any, Any, StoreConfig] | None = None
 
 
-def _store_config() -> StoreConfig:
+def store_config() -> StoreConfig:
     """``StoreConfig.from_settings()``, built again only when ``settings.CONVERSATIONS`` changes: every
     request asks for it, and building it (a dozen settings reads) cost about as much as a Redis round
     trip. A replaced dict (``override_settings``) or one edited in place both count as a change."""
@@ -65,7 +66,7 @@ def _store_config() -> StoreConfig:
 def get_store() -> ConversationStore:
     """The store configured by settings, on the Redis client of ``CONVERSATIONS["CACHE_ALIAS"]``."""
     client = get_redis_client()
-    config = _store_config()
+    config = store_config()
     key = (id(client), config)
     store = _stores.get(key)
     if store is None or store.client is not client:

@@ -68,6 +68,10 @@ class KeyLayout:
     def owner_idempotency(self, owner: str, key_digest: str) -> str:
         return f"{self.prefix}:o:{{{self.owner_tag(owner)}}}:idem:{key_digest}"
 
+    def import_mapping(self) -> str:
+        """Source key -> new session id of ``conversations_import`` (no TTL: it keeps re-runs idempotent)."""
+        return f"{self.prefix}:import:seed"
+
     # Patterns for SCAN, used only by operator tools (never on a request path).
     def meta_pattern(self) -> str:
         return f"{self.prefix}:s:*:meta"

@@ -13,6 +13,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 
+def as_text(value: bytes | str | None) -> str:
+    """A Redis reply as text (None as ""); undecodable bytes become U+FFFD rather than an error."""
+    if value is None:
+        return ""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
 def from_millis(value: int | float | bytes | str) -> datetime:
     return datetime.fromtimestamp(int(value) / 1000, tz=UTC)
 

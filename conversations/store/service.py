@@ -21,7 +21,7 @@ import functools
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -44,7 +44,7 @@ from conversations.exceptions import (
 
 from . import scripts, validation
 from .keys import LAYOUT_VERSION, SESSION_ID_RE, UNOWNED, KeyLayout, digest
-from .records import Message, Session, SessionPage, SessionSummary, from_millis
+from .records import Message, Session, SessionPage, SessionSummary, as_text, from_millis
 
 logger = logging.getLogger("conversations")
 
@@ -76,7 +76,7 @@ _fromtimestamp = datetime.fromtimestamp
 UNSET: Any = object()
 
 # How long a cluster-mode index entry may point at a session not yet written before a listing prunes it.
-_CLUSTER_INDEX_GRACE_MS = 10_000
+CLUSTER_INDEX_GRACE_MS = 10_000
 _CREATE_RETRIES = 5
 
 _UNAVAILABLE_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterError)
@@ -156,12 +156,6 @@ def new_session_id() -> str:
     return secrets.token_urlsafe(16)
 
 
-def _text(value: bytes | str | None) -> str:
-    if value is None:
-        return ""
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-
-
 def encode_cursor(score: int, session_id: str) -> str:
     return base64.urlsafe_b64encode(f"{score}.{session_id}".encode()).decode().rstrip("=")
 
@@ -192,7 +186,7 @@ class ConversationStore:
             raise ImproperlyConfigured("CONVERSATIONS['REPLICA_ACKS'] is not supported on a Redis Cluster.")
         # On a cluster the index outlives its newest session by the grace period: the index is renewed
         # just before (create) or just after (append, update) the session, never in the same script.
-        self._index_ttl_ms = self.ttl_ms + (_CLUSTER_INDEX_GRACE_MS if self.is_cluster else 0)
+        self._index_ttl_ms = self.ttl_ms + (CLUSTER_INDEX_GRACE_MS if self.is_cluster else 0)
         self._create = client.register_script(scripts.CREATE)
         self._append = client.register_script(scripts.APPEND)
         self._update = client.register_script(scripts.UPDATE)
@@ -396,7 +390,7 @@ class ConversationStore:
         return SessionSummary(
             id=session_id,
             owner=owner or None,
-            title=_text(title),
+            title=as_text(title),
             metadata=self._decode_metadata(metadata, session_id),
             created_at=from_millis(created_at or 0),
             updated_at=from_millis(updated_at or 0),
@@ -430,7 +424,8 @@ class ConversationStore:
         raw_messages = reply[6] if len(reply) > 6 and reply[6] else []
         return summary, self._decode_messages(raw_messages, session_id)
 
-    def _write_layout_version(self) -> None:
+    def write_layout_version(self) -> None:
+        """Mark the key layout's version (once per store) so later layouts can migrate."""
         if not self._layout_written:
             self.client.set(self.keys.layout(), LAYOUT_VERSION, nx=True)
             self._layout_written = True
@@ -465,7 +460,7 @@ class ConversationStore:
             prior = self._claim_create_key(owner_v, key, fingerprint, session_id)
             if prior is not None:
                 return prior
-        self._write_layout_version()
+        self.write_layout_version()
         for _ in range(_CREATE_RETRIES):
             index = self.keys.owner_index(owner_v)
             if self.is_cluster:
@@ -514,7 +509,7 @@ class ConversationStore:
             raw = self.client.get(redis_key)
             if raw is None:
                 continue
-            prior_fingerprint, _, prior_id = _text(raw).partition(" ")
+            prior_fingerprint, _, prior_id = as_text(raw).partition(" ")
             if prior_fingerprint != fingerprint:
                 raise IdempotencyConflict("This idempotency key was used with a different request.")
             session = self.get_session(prior_id, owner=owner or None)
@@ -813,7 +808,7 @@ class ConversationStore:
             offset += len(entries)
             candidates: list[tuple[str, int]] = []
             for raw_id, raw_score in entries:
-                session_id, score = _text(raw_id), int(raw_score)
+                session_id, score = as_text(raw_id), int(raw_score)
                 # Members sharing the cursor's score come in reverse order of id: skip those already shown.
                 if after_id is not None and score == max_score and session_id >= after_id:
                     continue
@@ -858,7 +853,7 @@ class ConversationStore:
             fields, pttl, length = replies[3 * i : 3 * i + 3]
             stored_owner = fields[0]
             # A list shorter than ``count`` means an evicting Redis dropped it: gone, as the scripts say.
-            if stored_owner is None or _text(stored_owner) != owner or _text(fields[5]) != str(length):
+            if stored_owner is None or as_text(stored_owner) != owner or as_text(fields[5]) != str(length):
                 summaries.append(None)
                 continue
             summaries.append(
@@ -881,7 +876,7 @@ class ConversationStore:
             return 0
         if self.is_cluster:
             # A create adds the index entry before writing the session: give it time to land.
-            horizon = int(time.time() * 1000) - _CLUSTER_INDEX_GRACE_MS
+            horizon = int(time.time() * 1000) - CLUSTER_INDEX_GRACE_MS
             stale = [(sid, score) for sid, score in stale if score < horizon]
         if not stale:
             return 0
@@ -898,10 +893,10 @@ class ConversationStore:
             entries = self.client.zrange(index, kept, kept + 199, withscores=True)
             if not entries:
                 return deleted
-            horizon = int(time.time() * 1000) - _CLUSTER_INDEX_GRACE_MS
+            horizon = int(time.time() * 1000) - CLUSTER_INDEX_GRACE_MS
             gone = []
             for raw_id, score in entries:
-                session_id = _text(raw_id)
+                session_id = as_text(raw_id)
                 if SESSION_ID_RE.match(session_id) and self.delete_session(session_id, owner=owner):
                     deleted += 1
                 elif self.is_cluster and score >= horizon:
@@ -913,16 +908,6 @@ class ConversationStore:
             # Never DEL the whole index: a session created meanwhile must stay listed.
             if gone:
                 self.client.zrem(index, *gone)
-
-    def iter_sessions(self, *, owner: str | None = None) -> Iterator[SessionSummary]:
-        """Walk the owner's sessions page by page without holding them all."""
-        cursor: str | None = None
-        while True:
-            page = self.list_sessions_page(owner=owner, limit=200, cursor=cursor)
-            yield from page.sessions
-            if page.next_cursor is None:
-                return
-            cursor = page.next_cursor
 
 
 def _fields(summary: SessionSummary) -> dict[str, Any]:

@@ -4,7 +4,6 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
-from conversations.exceptions import StoreUnavailable
 from conversations.store import get_redis_client
 
 
@@ -21,6 +20,5 @@ def health(request: HttpRequest) -> JsonResponse:
     try:
         get_redis_client().ping()
     except Exception as exc:  # any failure to reach Redis is "unhealthy", never a 500
-        error = StoreUnavailable(str(exc))
-        return JsonResponse({"redis": "unavailable", "detail": str(error)}, status=503)
+        return JsonResponse({"redis": "unavailable", "detail": str(exc)}, status=503)
     return JsonResponse({"redis": "ok", "fakeredis": settings.USING_FAKEREDIS})
