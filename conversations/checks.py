@@ -32,8 +32,14 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
-from .clients import CLUSTER_CLIENT, DJANGO_BUILTIN_BACKEND, cluster_seed_nodes
-from .conf import DEFAULTS, conf
+from .clients import (
+    CLUSTER_CLIENT,
+    DJANGO_BUILTIN_BACKEND,
+    DJANGO_REDIS_BACKEND,
+    SHARD_CLIENT,
+    cluster_seed_nodes,
+)
+from .conf import DEFAULTS
 
 SIZE_LIMITS = (
     "MAX_MESSAGE_LENGTH",
@@ -44,8 +50,6 @@ SIZE_LIMITS = (
     "MAX_JSON_DEPTH",
     "MAX_TITLE_LENGTH",
 )
-
-DJANGO_REDIS_BACKENDS = ("django_redis.cache.RedisCache",)
 
 
 def _is_positive_int(value: Any) -> bool:
@@ -153,7 +157,7 @@ def _check_cache(raw: Mapping[str, Any]) -> list[CheckMessage]:
     if backend == DJANGO_BUILTIN_BACKEND:
         # Django's own backend hands OPTIONS to redis-py as they are: lower-case names.
         return _check_socket_timeout(alias, options, "socket_timeout", raw)
-    if backend not in DJANGO_REDIS_BACKENDS:
+    if backend != DJANGO_REDIS_BACKEND:
         return [
             Error(
                 f"The cache {alias!r} uses {backend!r}, which is neither django-redis nor Django's "
@@ -172,7 +176,7 @@ def _check_django_redis_client(
     """What the store needs from django-redis's client classes (E010-E012, E014)."""
     options = cache.get("OPTIONS") or {}
     client_class = _import_or_none(options.get("CLIENT_CLASS", "django_redis.client.DefaultClient"))
-    if _is_subclass(client_class, "django_redis.client.ShardClient"):
+    if _is_subclass(client_class, SHARD_CLIENT):
         return [
             Error(
                 f"The cache {alias!r} uses django-redis's ShardClient, which the conversation store "
@@ -290,4 +294,4 @@ def _is_positive_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
 
 
-__all__ = ["check_settings", "conf"]
+__all__ = ["check_settings"]

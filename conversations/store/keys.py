@@ -29,9 +29,10 @@ SESSION_ID_RE = re.compile(r"\A[A-Za-z0-9_-]{22}\Z")
 UNOWNED = ""
 
 
-def digest(value: str) -> str:
-    """A short, fixed-alphabet digest of untrusted text, fit to appear inside a key name."""
-    return hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+def digest(value: str | bytes) -> str:
+    """A short, fixed-alphabet digest of untrusted text (or its UTF-8 bytes), fit for a key name."""
+    data = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else value
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 class KeyLayout:

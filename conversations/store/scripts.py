@@ -162,9 +162,10 @@ return m
 
 # KEYS: meta, msgs   ARGV: owner, LRANGE start, LRANGE stop
 # Returns the messages in that range (possibly none) or nil when not found. ``get_messages`` with a fixed
-# range (the newest N, or a page after a position) on clients that cannot pipeline by hand (see
-# ``ConversationStore._pipelined``): it skips what READ also fetches. A non-empty window shows the list
-# is there; only an empty one needs the length check that tells an evicted list from a short one.
+# range (the newest N, or a page after a position): it skips what READ also fetches, and compares owners
+# before it reads a message, so another owner's session answers exactly like a missing one. A non-empty
+# window shows the list is there; only an empty one needs the length check that tells an evicted list
+# from a short one.
 WINDOW = """
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return false end
 local r = redis.call('LRANGE', KEYS[2], ARGV[2], ARGV[3])

@@ -32,7 +32,7 @@ from django.core.exceptions import ImproperlyConfigured
 from redis.cluster import RedisCluster
 
 from conversations import signals
-from conversations.conf import conf
+from conversations.conf import DEFAULTS, conf
 from conversations.exceptions import (
     IdempotencyConflict,
     InvalidInput,
@@ -120,18 +120,18 @@ def _store_error(exc: redis.RedisError) -> StoreUnavailable | None:
 class StoreConfig:
     """The limits and names a store works with. ``from_settings()`` reads ``settings.CONVERSATIONS``."""
 
-    key_prefix: str = "conversations"
-    session_ttl: int = 1800
-    max_message_length: int = 32_000
-    max_messages: int = 10_000
-    max_sources: int = 50
-    max_sources_bytes: int = 65_536
-    max_metadata_bytes: int = 16_384
-    max_json_depth: int = 16
-    max_title_length: int = 200
-    roles: tuple[str, ...] = ("user", "assistant", "system", "tool")
-    replica_acks: int = 0
-    replica_ack_timeout_ms: int = 1000
+    key_prefix: str = DEFAULTS["KEY_PREFIX"]
+    session_ttl: int = DEFAULTS["SESSION_TTL"]
+    max_message_length: int = DEFAULTS["MAX_MESSAGE_LENGTH"]
+    max_messages: int = DEFAULTS["MAX_MESSAGES"]
+    max_sources: int = DEFAULTS["MAX_SOURCES"]
+    max_sources_bytes: int = DEFAULTS["MAX_SOURCES_BYTES"]
+    max_metadata_bytes: int = DEFAULTS["MAX_METADATA_BYTES"]
+    max_json_depth: int = DEFAULTS["MAX_JSON_DEPTH"]
+    max_title_length: int = DEFAULTS["MAX_TITLE_LENGTH"]
+    roles: tuple[str, ...] = tuple(DEFAULTS["ROLES"])
+    replica_acks: int = DEFAULTS["REPLICA_ACKS"]
+    replica_ack_timeout_ms: int = int(DEFAULTS["REPLICA_ACK_TIMEOUT"] * 1000)
 
     @classmethod
     def from_settings(cls) -> StoreConfig:
@@ -194,8 +194,9 @@ class ConversationStore:
         self._read = client.register_script(scripts.READ)
         self._window_script = client.register_script(scripts.WINDOW)
         self._layout_written = False
-        # Reads may bypass Lua on a plain redis-py client (django-redis's, or one over Sentinel): see
-        # ``_pipelined``. Anything else (a cluster, fakeredis, a custom client) runs the scripts.
+        # On a plain redis-py client (django-redis's, or one over Sentinel) commands go out on a pooled
+        # connection packed by hand (``_pipelined``): scripts and listing summaries. Anything else (a
+        # cluster, fakeredis, a custom client) goes through the client's own command path.
         pool = getattr(client, "connection_pool", None)
         plain = type(client) is redis.Redis and getattr(client, "connection", None) is None
         self._pool = pool if plain and isinstance(pool, redis.ConnectionPool) else None
@@ -384,22 +385,33 @@ class ConversationStore:
         created_at: Any,
         updated_at: Any,
         count: Any,
+        messages: list[Message] | None = None,
     ) -> SessionSummary:
+        """A summary of the stored fields, or a ``Session`` carrying ``messages`` when they are given."""
         # The expiry is reckoned from now, so it stays true even if the TTL setting changed since the write.
         expires_at = from_millis(time.time() * 1000 + pttl) if pttl >= 0 else None
-        return SessionSummary(
-            id=session_id,
-            owner=owner or None,
-            title=as_text(title),
-            metadata=self._decode_metadata(metadata, session_id),
-            created_at=from_millis(created_at or 0),
-            updated_at=from_millis(updated_at or 0),
-            expires_at=expires_at,
-            message_count=int(count or 0),
-        )
+        fields: dict[str, Any] = {
+            "id": session_id,
+            "owner": owner or None,
+            "title": as_text(title),
+            "metadata": self._decode_metadata(metadata, session_id),
+            "created_at": from_millis(created_at or 0),
+            "updated_at": from_millis(updated_at or 0),
+            "expires_at": expires_at,
+            "message_count": int(count or 0),
+        }
+        return SessionSummary(**fields) if messages is None else Session(**fields, messages=messages)
 
     def _read_session(
-        self, session_id: Any, owner: str, start: str, stop: str, *, details: bool, floor: str = ""
+        self,
+        session_id: Any,
+        owner: str,
+        start: str,
+        stop: str,
+        *,
+        details: bool,
+        floor: str = "",
+        as_session: bool = False,
     ) -> tuple[SessionSummary, list[Message]] | None:
         if not validation.is_session_id(session_id):
             return None
@@ -411,6 +423,7 @@ class ConversationStore:
         if reply is None:
             return None
         pttl, created_at, updated_at, count, title, metadata = reply[:6]
+        messages = self._decode_messages(reply[6] if len(reply) > 6 and reply[6] else [], session_id)
         summary = self._summary(
             session_id,
             owner,
@@ -420,9 +433,9 @@ class ConversationStore:
             created_at=created_at,
             updated_at=updated_at,
             count=count,
+            messages=messages if as_session else None,
         )
-        raw_messages = reply[6] if len(reply) > 6 and reply[6] else []
-        return summary, self._decode_messages(raw_messages, session_id)
+        return summary, messages
 
     def write_layout_version(self) -> None:
         """Mark the key layout's version (once per store) so later layouts can migrate."""
@@ -456,15 +469,15 @@ class ConversationStore:
         session_id = new_session_id()
         if idempotency_key is not None:
             key = validation.idempotency_key_value(idempotency_key)
-            fingerprint = digest(title_v + "\x00" + metadata_b.decode())
+            fingerprint = digest(title_v.encode("utf-8", "surrogatepass") + b"\x00" + metadata_b)
             prior = self._claim_create_key(owner_v, key, fingerprint, session_id)
             if prior is not None:
                 return prior
         self.write_layout_version()
         for _ in range(_CREATE_RETRIES):
-            index = self.keys.owner_index(owner_v)
             if self.is_cluster:
                 # Listed before it exists, so it is never live and unlisted (see the module docstring).
+                index = self.keys.owner_index(owner_v)
                 pipe = self.client.pipeline(transaction=False)  # one slot: one round trip
                 pipe.zadd(index, {session_id: int(time.time() * 1000)})
                 pipe.pexpire(index, self._index_ttl_ms)
@@ -518,18 +531,20 @@ class ConversationStore:
                 return session
             # The first call is still creating it, or its session is gone: wait briefly, then start over.
             time.sleep(0.05)
-            if self.get_session(prior_id, owner=owner or None) is None:
+            if self._read_session(prior_id, owner, "", "", details=False) is None:
                 self.client.delete(redis_key)
         raise StoreUnavailable("Could not settle an idempotent create.")  # pragma: no cover
 
     @_translate_redis_errors
     def get_session(self, session_id: str, *, owner: str | None = None) -> Session | None:
         """The session with all its messages, or None if it is missing, expired or another owner's."""
-        found = self._read_session(session_id, validation.owner_value(owner), "0", "-1", details=True)
+        found = self._read_session(
+            session_id, validation.owner_value(owner), "0", "-1", details=True, as_session=True
+        )
         if found is None:
             return None
-        summary, messages = found
-        return Session(**_fields(summary), messages=messages)
+        assert isinstance(found[0], Session)
+        return found[0]
 
     def save_message(
         self,
@@ -563,10 +578,11 @@ class ConversationStore:
                 args=[owner_v, session_id],
             )
         )
-        if deleted and self.is_cluster:
-            self._cluster_index_after_write(owner_v, session_id, None)
         if deleted:
-            signals.session_deleted.send(sender=ConversationStore, session_id=session_id, owner=owner)
+            if self.is_cluster:
+                self._cluster_index_after_write(owner_v, session_id, None)
+            if signals.session_deleted.receivers:
+                signals.session_deleted.send(sender=ConversationStore, session_id=session_id, owner=owner)
         return deleted
 
     def list_sessions(self, *, owner: str | None = None) -> list[SessionSummary]:
@@ -625,7 +641,7 @@ class ConversationStore:
         )
         args: list[Any] = [owner_v, body, self.ttl_ms, cfg.max_messages, session_id]
         if key_digest:
-            args += [key_digest, digest(body.decode())]
+            args += [key_digest, digest(body)]
         keys = [*self.keys.session_keys(session_id), *self._index_keys(owner_v)]
         try:  # what _translate_redis_errors does, inline: this is the hottest path
             reply = self._write(self._append, keys=keys, args=args)
@@ -638,7 +654,7 @@ class ConversationStore:
         if status > 0:
             if self.is_cluster:
                 self._cluster_index_after_write(owner_v, session_id, int(reply[1]))
-            created_at = _fromtimestamp(int(reply[1]) / 1000, UTC)
+            created_at = from_millis(reply[1])
             sources_v = [] if sources is None else orjson.loads(sources_b)
             message = Message(status, role_v, content_v, sources_v, created_at)  # positional: cheaper
             if signals.message_appended.receivers:  # skips building the call on the hottest path
@@ -676,22 +692,17 @@ class ConversationStore:
         """
         owner_v = validation.owner_value(owner)
         limit = validation.positive_int(limit, field="limit")
-        floor = ""
         if last is not None:
             return self._window(session_id, owner_v, -validation.positive_int(last, field="last"), -1)
         low = 0 if after is None else validation.position(after, field="after")
-        if before is None:
-            start, stop = low, low + limit - 1
-        else:
-            high = validation.position(before, field="before") - 1  # highest id wanted
-            if high <= low:
-                start, stop = 1, 0  # an empty range
-            else:
-                # ``before`` may lie past the last message: the script slides the window down to it.
-                start, stop, floor = max(low, high - limit), high - 1, str(low)
-        if not floor:  # a fixed range: no need for the READ script, which reads the count first
-            return self._window(session_id, owner_v, start, stop)
-        found = self._read_session(session_id, owner_v, str(start), str(stop), details=False, floor=floor)
+        if before is None:  # a fixed range: no need for the READ script, which reads the count first
+            return self._window(session_id, owner_v, low, low + limit - 1)
+        high = validation.position(before, field="before") - 1  # highest id wanted
+        if high <= low:
+            return self._window(session_id, owner_v, 1, 0)  # an empty range (the session must still exist)
+        # ``before`` may lie past the last message: the READ script slides the window down to it.
+        start, stop = max(low, high - limit), high - 1
+        found = self._read_session(session_id, owner_v, str(start), str(stop), details=False, floor=str(low))
         if found is None:
             raise SessionNotFound(session_id)
         return found[1]
@@ -908,10 +919,6 @@ class ConversationStore:
             # Never DEL the whole index: a session created meanwhile must stay listed.
             if gone:
                 self.client.zrem(index, *gone)
-
-
-def _fields(summary: SessionSummary) -> dict[str, Any]:
-    return {name: getattr(summary, name) for name in SessionSummary.__dataclass_fields__}
 
 
 __all__ = [
