@@ -12,8 +12,9 @@ import redis
 from django.utils.translation import gettext_lazy as _
 from redis.cluster import RedisCluster
 
-from conversations.exceptions import ConversationError, StoreUnavailable
+from conversations.exceptions import ConversationError
 from conversations.store.records import as_text
+from conversations.store.service import store_error
 
 #: Keys asked for per SCAN call: large enough to keep round trips few, small enough that each call
 #: holds Redis for well under a millisecond.
@@ -40,10 +41,13 @@ def redis_errors() -> Iterator[None]:
     """Turn redis-py failures into the app's errors, the cause chained."""
     try:
         yield
-    except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterError) as exc:
-        raise StoreUnavailable(str(_("Cannot reach Redis: %(error)s") % {"error": exc})) from exc
     except redis.RedisError as exc:
-        raise ConversationError(str(_("Redis refused a command: %(error)s") % {"error": exc})) from exc
+        # The store's own translation (unreachable, out of memory, read-only...); anything else a
+        # command meets is still a refusal the operator should read, not a traceback.
+        error = store_error(exc)
+        if error is None:
+            raise ConversationError(str(_("Redis refused a command: %(error)s") % {"error": exc})) from exc
+        raise error from exc
 
 
 def server_time_ms(client: Any) -> int:

@@ -92,7 +92,7 @@ def _translate_redis_errors(
         try:
             return method(self, *args, **kwargs)
         except redis.RedisError as exc:
-            error = _store_error(exc)
+            error = store_error(exc)
             if error is None:
                 raise
             raise error from exc
@@ -100,11 +100,11 @@ def _translate_redis_errors(
     return wrapper
 
 
-def _store_error(exc: redis.RedisError) -> StoreUnavailable | None:
+def store_error(exc: redis.RedisError) -> StoreUnavailable | None:
     """The store's error for a redis-py failure, or None to let it through unchanged. Used by
-    ``_translate_redis_errors`` and, inline, by the hottest methods (the wrapper costs a few µs)."""
+    ``_translate_redis_errors``, inline by the hottest methods, and by the operator tools."""
     if isinstance(exc, _UNAVAILABLE_ERRORS):
-        return StoreUnavailable(f"Redis is unavailable: {exc}")
+        return StoreUnavailable(f"Cannot reach Redis: {exc}")
     if isinstance(exc, redis.ResponseError):
         text = str(exc)
         if isinstance(exc, redis.exceptions.OutOfMemoryError) or "OOM" in text.split(" ", 2)[:2]:
@@ -646,7 +646,7 @@ class ConversationStore:
         try:  # what _translate_redis_errors does, inline: this is the hottest path
             reply = self._write(self._append, keys=keys, args=args)
         except redis.RedisError as exc:
-            error = _store_error(exc)
+            error = store_error(exc)
             if error is None:
                 raise
             raise error from exc

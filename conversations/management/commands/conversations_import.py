@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.translation import gettext_lazy as _
 
-from conversations.exceptions import ConversationError
+from conversations.management.errors import command_errors
 from conversations.operations.seed_import import (
     DEFAULT_SOURCE_PREFIX,
     ImportOptions,
@@ -59,7 +59,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        try:
+        with command_errors():
             import_options = ImportOptions(
                 source_prefix=str(options["source_prefix"]),
                 owner=options["owner"],
@@ -68,8 +68,6 @@ class Command(BaseCommand):
                 dry_run=bool(options["dry_run"]),
                 delete_source=bool(options["delete_source"]),
             )
-        except ConversationError as exc:
-            raise CommandError(str(exc)) from exc
         mapping_file = None
         if options["mapping"]:
             try:
@@ -82,12 +80,11 @@ class Command(BaseCommand):
                 ) from exc
         store = get_store()
         try:
-            result = import_seed_sessions(store, import_options, on_skip=self._skipped)
-            rows = None
-            if mapping_file is not None:
-                rows = write_mapping(store, import_options.source_prefix, mapping_file)
-        except ConversationError as exc:
-            raise CommandError(str(exc)) from exc
+            with command_errors():
+                result = import_seed_sessions(store, import_options, on_skip=self._skipped)
+                rows = None
+                if mapping_file is not None:
+                    rows = write_mapping(store, import_options.source_prefix, mapping_file)
         finally:
             if mapping_file is not None:
                 mapping_file.close()

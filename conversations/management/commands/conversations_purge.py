@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.translation import gettext_lazy as _
 
-from conversations.exceptions import ConversationError
+from conversations.management.errors import command_errors
 from conversations.operations.durations import format_duration, parse_duration
 from conversations.operations.purge import MatchedSession, PurgeCriteria, purge_sessions
 from conversations.store import get_store
@@ -45,18 +45,16 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        try:
+        with command_errors():
             idle = options["idle_longer_than"]
             criteria = PurgeCriteria(
                 owner=options["owner"],
                 idle_longer_than=(None if idle is None else parse_duration(idle, field="--idle-longer-than")),
                 everything=bool(options["everything"]),
             )
-        except ConversationError as exc:
-            raise CommandError(str(exc)) from exc
         dry_run = bool(options["dry_run"])
         store = get_store()
-        try:
+        with command_errors():
             if dry_run:
                 result = purge_sessions(store, criteria, dry_run=True, on_match=self._would_delete)
                 self.stdout.write(
@@ -75,8 +73,6 @@ class Command(BaseCommand):
                     return
                 self._confirm(preview.matched, criteria)
             result = purge_sessions(store, criteria, dry_run=False)
-        except ConversationError as exc:
-            raise CommandError(str(exc)) from exc
         self.stdout.write(
             self.style.SUCCESS(
                 _("Sessions deleted: %(n)s (%(m)s messages), %(what)s.")

@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.translation import gettext_lazy as _
 
 from conversations.exceptions import ConversationError
+from conversations.management.errors import command_errors
 from conversations.operations.durations import parse_duration
 from conversations.operations.report import ReportOptions, build_report
 from conversations.operations.report_output import FORMATS, render
@@ -79,10 +80,8 @@ class Command(BaseCommand):
             lambda line: self.stderr.write(line, style_func=str, ending=""),
             enabled=bool(options["progress"]) or self.stderr.isatty(),
         )
-        try:
+        with command_errors():
             report = build_report(get_store(), report_options, progress)
-        except ConversationError as exc:
-            raise CommandError(str(exc)) from exc
         self.stdout.write(render(report, fmt), ending="")
 
 
