@@ -131,8 +131,8 @@ def app_undo_append(bench: Bench, session_id: str, length: int) -> Callable[[], 
 
     def undo() -> None:
         pipe = bench.client.pipeline(transaction=True)
-        pipe.rpop(msgs)
-        pipe.hset(meta, "count", length)
+        pipe.zpopmax(msgs)
+        pipe.hset(meta, mapping={"count": length, "seq": length})
         pipe.execute()
 
     return undo
@@ -229,7 +229,7 @@ def _fill_sessions(bench: Bench, start: int, stop: int) -> None:
     """Empty sessions number ``start``..``stop - 1`` of other owners, through the store's own create
     script, pipelined; and as many seed sessions."""
     client, keys, cfg = bench.client, bench.store.keys, bench.store.config
-    create = client.register_script(store_scripts.CREATE)
+    create = client.register_script(store_scripts.CREATE.source)
     ttl_ms = cfg.session_ttl * 1000
     pipe = client.pipeline(transaction=False)
     seed_now = int(time.time())
@@ -237,7 +237,7 @@ def _fill_sessions(bench: Bench, start: int, stop: int) -> None:
         owner, session_id, seed_id = _filler(i)
         create(
             keys=[keys.meta(session_id), keys.owner_index(owner)],
-            args=[owner, "", b"{}", ttl_ms, session_id],
+            args=[owner, "", b"{}", ttl_ms, session_id, ""],
             client=pipe,
         )
         seed_session = SeedSession(session_id=seed_id, created_at=seed_now, updated_at=seed_now)

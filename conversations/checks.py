@@ -17,6 +17,7 @@ conversations.E011     ``SentinelClient`` without ``SentinelConnectionFactory`` 
 conversations.E012     a ``ClusterClient`` cache whose ``LOCATION`` is not a list of node URLs
 conversations.E013     ``REPLICA_ACKS`` is not an integer >= 0 or ``REPLICA_ACK_TIMEOUT`` not > 0
 conversations.E014     ``REPLICA_ACKS`` > 0 on a Redis Cluster (not supported)
+conversations.E020     ``EVENT_HISTORY`` is not an integer >= 0
 conversations.W001     ``CONVERSATIONS`` has a key this app does not know (a typo?)
 conversations.W002     the cache has no socket timeout: an unreachable Redis would hang requests
 conversations.W003     ``REPLICA_ACK_TIMEOUT`` is not shorter than the cache's socket timeout
@@ -46,6 +47,7 @@ SIZE_LIMITS = (
     "MAX_MESSAGES",
     "MAX_SOURCES",
     "MAX_SOURCES_BYTES",
+    "MAX_MESSAGE_DATA_BYTES",
     "MAX_METADATA_BYTES",
     "MAX_JSON_DEPTH",
     "MAX_TITLE_LENGTH",
@@ -101,6 +103,14 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             errors.append(
                 Error(f"CONVERSATIONS[{name!r}] must be a positive integer.", id="conversations.E006")
             )
+    history = raw.get("EVENT_HISTORY", DEFAULTS["EVENT_HISTORY"])
+    if not isinstance(history, int) or isinstance(history, bool) or history < 0:
+        errors.append(
+            Error(
+                "CONVERSATIONS['EVENT_HISTORY'] must be an integer >= 0 (0 turns live events off).",
+                id="conversations.E020",
+            )
+        )
     roles = raw.get("ROLES", DEFAULTS["ROLES"])
     if (
         not isinstance(roles, list | tuple)

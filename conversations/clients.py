@@ -166,3 +166,22 @@ def cache_client(alias: str) -> Any:
 
 
 __all__ = ["ClusterClient", "cache_client", "cluster_seed_nodes"]
+
+
+# --- TEMPORARY (lead's stand-in until the async client work lands) ---
+_async_clients: dict[Any, Any] = {}
+
+
+def get_async_redis_client(alias: str | None = None) -> Any:
+    import asyncio
+
+    import redis.asyncio
+
+    loop = asyncio.get_running_loop()
+    client = _async_clients.get((loop, alias))
+    if client is None:
+        from django.conf import settings
+
+        url = settings.CACHES[alias or "default"]["LOCATION"]
+        client = _async_clients[(loop, alias)] = redis.asyncio.Redis.from_url(str(url))
+    return client

@@ -36,6 +36,8 @@ DEFAULTS: dict[str, Any] = {
     "MAX_SOURCES": 50,
     # Encoded size (UTF-8 JSON bytes) of all sources of one message together.
     "MAX_SOURCES_BYTES": 65_536,
+    # Encoded size (UTF-8 JSON bytes) of one message's free-form ``data`` object.
+    "MAX_MESSAGE_DATA_BYTES": 65_536,
     # Encoded size (UTF-8 JSON bytes) of a session's metadata object.
     "MAX_METADATA_BYTES": 16_384,
     # Nesting depth of JSON values in metadata and sources.
@@ -52,6 +54,9 @@ DEFAULTS: dict[str, Any] = {
     "REPLICA_ACKS": 0,
     # Seconds a write waits for those confirmations before it fails with StoreUnavailable.
     "REPLICA_ACK_TIMEOUT": 1.0,
+    # Changes kept per session for live event streams to resume from (``Last-Event-ID``); every write
+    # also publishes its change. 0 turns events off (no stream, no publish).
+    "EVENT_HISTORY": 500,
 }
 
 
@@ -100,6 +105,14 @@ class ConversationsSettings:
     @property
     def MAX_SOURCES_BYTES(self) -> int:
         return int(self.get("MAX_SOURCES_BYTES"))
+
+    @property
+    def MAX_MESSAGE_DATA_BYTES(self) -> int:
+        return int(self.get("MAX_MESSAGE_DATA_BYTES"))
+
+    @property
+    def EVENT_HISTORY(self) -> int:
+        return int(self.get("EVENT_HISTORY"))
 
     @property
     def MAX_METADATA_BYTES(self) -> int:

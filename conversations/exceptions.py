@@ -34,3 +34,12 @@ class StoreUnavailable(ConversationError):
 
 class StoreOutOfMemory(StoreUnavailable):
     """Redis refused a write because it reached ``maxmemory`` (policy ``noeviction``). Nothing was written."""
+
+
+class MessageNotFound(ConversationError):
+    """No message with that id in the session (never was, or removed). Another owner's session's
+    messages are not found either: the session itself is ``SessionNotFound`` then."""
+
+
+class MessageNotInProgress(ConversationError):
+    """``extend_message`` on a message whose status is not ``in_progress``."""

@@ -8,7 +8,8 @@ from typing import Any
 
 import orjson
 
-from conversations.store import KeyLayout, new_session_id
+from conversations.store import codec, new_session_id
+from conversations.store.keys import KeyLayout
 
 session_id = new_session_id  # tests name fresh ids through the factories
 
@@ -24,23 +25,26 @@ def put_session(
     ttl_ms: int = 3_600_000,
     indexed: bool = True,
     sid: str | None = None,
+    layout_version: int = 2,
 ) -> str:
-    """Queue on ``pipe`` the commands that write one session exactly as the store lays it out."""
+    """Queue on ``pipe`` the commands that write one session exactly as the store lays it out
+    (``layout_version=1``: as the store did before message ids could have gaps)."""
     sid = sid or session_id()
-    meta, msgs = layout.meta(sid), layout.messages(sid)
-    pipe.hset(
-        meta,
-        mapping={
-            "owner": owner,
-            "title": "",
-            "metadata": "{}",
-            "created_at": created_at,
-            "updated_at": updated_at,
-            "count": messages,
-        },
-    )
+    meta = layout.meta(sid)
+    fields: dict[str, Any] = {
+        "owner": owner,
+        "title": "",
+        "metadata": "{}",
+        "created_at": created_at,
+        "updated_at": updated_at,
+        "count": messages,
+    }
+    if layout_version == 2:
+        fields.update(v="2", seq=messages)
+    pipe.hset(meta, mapping=fields)
     pipe.pexpire(meta, ttl_ms)
-    if messages:
+    if messages and layout_version == 1:
+        msgs = layout.legacy_messages(sid)
         pipe.rpush(
             msgs,
             *(
@@ -55,6 +59,16 @@ def put_session(
                 )
                 for n in range(1, messages + 1)
             ),
+        )
+        pipe.pexpire(msgs, ttl_ms)
+    elif messages:
+        msgs = layout.messages(sid)
+        pipe.zadd(
+            msgs,
+            {
+                codec.stored_message(n, created_at + n, codec.message_body("user", f"m{n}")): n
+                for n in range(1, messages + 1)
+            },
         )
         pipe.pexpire(msgs, ttl_ms)
     if indexed:
@@ -101,11 +115,11 @@ for i = 1, #KEYS / 3 do
   local owner, created, updated, n, ttl, sid =
     ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], tonumber(ARGV[a + 4]), ARGV[a + 5], ARGV[a + 6]
   redis.call('HSET', meta, 'owner', owner, 'title', '', 'metadata', '{}', 'created_at', created,
-             'updated_at', updated, 'count', n)
+             'updated_at', updated, 'count', n, 'seq', n, 'v', '2')
   redis.call('PEXPIRE', meta, ttl)
   for m = 1, n do
-    redis.call('RPUSH', msgs, string.format(
-      '{"id":%d,"created_at":%d,"role":"user","content":"m%d","sources":[]}', m, created + m, m))
+    redis.call('ZADD', msgs, m, string.format('{"id":%d,"created_at":%d,"role":"user","sources":[]\\n'
+      .. ',"status":"completed"\\n,"token_count":null\\n,"data":{}\\n,"content":"m%d"}', m, created + m, m))
   end
   if n > 0 then redis.call('PEXPIRE', msgs, ttl) end
   redis.call('ZADD', index, updated, sid)

@@ -125,7 +125,7 @@ def half_written_sessions(
 ) -> list[str]:
     """What is wrong with the sessions stored under ``prefix``, one line per problem ([] when all is whole).
 
-    A whole session has its meta hash; a message list exactly ``count`` long (absent only when count is
+    A whole session has its meta hash; a message set exactly ``count`` long (absent only when count is
     0); no key without a TTL; and (``check_index``) an owner index entry only while its session exists.
     Expiry legitimately leaves index entries behind until a listing prunes them: pass False then.
     ``keys`` names the keys to inspect (missing ones are fine) instead of a SCAN of the prefix, whose cost
@@ -155,7 +155,7 @@ def half_written_sessions(
             indexes.append(key)
     for session_id in sorted(sessions):
         meta = client.hgetall(layout.meta(session_id))
-        length = client.llen(layout.messages(session_id))
+        length = client.zcard(layout.messages(session_id))
         if not meta:
             if client.exists(*layout.session_keys(session_id)):
                 problems.append(f"session {session_id} has keys but no meta")

@@ -203,7 +203,9 @@ def test_delete_source_keeps_a_source_whose_copy_differs(
         for k, v in redis_client.hgetall(store.keys.import_mapping()).items()
     }
     # Someone damaged one copy since the first run: its source must survive a --delete-source run.
-    redis_client.lset(store.keys.messages(mapping["a1b2c3d4"]), 1, b'{"id":2,"tampered":true}')
+    messages = store.keys.messages(mapping["a1b2c3d4"])
+    redis_client.zremrangebyscore(messages, 2, 2)
+    redis_client.zadd(messages, {b'{"id":2,"tampered":true}': 2})
     out, err = run_import(source_prefix=source, owner="user:1", delete_source=True)
     assert "Already imported (left alone): 3." in out
     assert "Sources deleted after verification: 2; kept: 1." in out

@@ -382,7 +382,7 @@ def test_full_memory_refuses_every_write_whole_and_keeps_reads(private_cache: Pr
 
 def test_a_script_refused_for_memory_wrote_nothing(private_cache: PrivateRedis) -> None:
     """Redis checks maxmemory at a script's first write and never part-way through, so the append
-    script is all or nothing. Proven on the keys: a refused append leaves count, list, TTLs and index
+    script is all or nothing. Proven on the keys: a refused append leaves count, messages, events and index
     score exactly as they were."""
     server = private_cache
     store = get_store()
@@ -391,14 +391,15 @@ def test_a_script_refused_for_memory_wrote_nothing(private_cache: PrivateRedis) 
     admin = _limit_memory(server, "noeviction", 200_000)
     filler = store.create_session(owner="user:3")
     fill_until_out_of_memory(store, filler.id, "user:3", 2000)
-    meta, msgs, idem = store.keys.session_keys(session.id)
+    meta, msgs, idem, events = store.keys.session_keys(session.id)
     index = store.keys.owner_index("user:1")
 
     def snapshot() -> tuple[Any, ...]:
         return (
             admin.hgetall(meta),
-            admin.lrange(msgs, 0, -1),
+            admin.zrange(msgs, 0, -1),
             admin.exists(idem),
+            admin.xlen(events),
             admin.zscore(index, session.id),
         )
 

@@ -74,7 +74,7 @@ def commands_during(admin: redis.Redis, action: Callable[[], Any]) -> Counter[st
 
 SAFE_KEY = re.compile(
     r"\A(?P<prefix>[^{}\s]+):(?:layout"
-    r"|s:\{[A-Za-z0-9_-]{22}\}:(?:meta|msgs|idem)"
+    r"|s:\{[A-Za-z0-9_-]{22}\}:(?:meta|m|msgs|idem|ev)"
     r"|o:\{(?:-|[0-9a-f]{32})\}:(?:sessions|idem:[0-9a-f]{32}))\Z"
 )
 

@@ -25,6 +25,7 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule, 
 
 from conversations.exceptions import IdempotencyConflict, SessionFull, SessionNotFound
 from conversations.store import UNSET, ConversationStore, Message, SessionSummary, StoreConfig, validation
+from conversations.store.keys import digest
 from tests.conftest import delete_prefix
 from tests.redis_server import half_written_sessions
 
@@ -294,20 +295,33 @@ class StoreMachine(RuleBasedStateMachine):
         assert self.store.delete_session(session_id, owner=caller) is (expected is not None)
         if expected is not None:
             expected.alive = False
+            self.forget_create_keys({session_id})
+
+    def forget_create_keys(self, session_ids: set[str]) -> None:
+        """A create's idempotency record lives exactly as long as its session: gone with it."""
+        for name, (_, _, sid) in list(self.create_keys.items()):
+            if sid in session_ids:
+                del self.create_keys[name]
 
     @rule(caller=owners)
     def erase_owner(self, caller: str | None) -> None:
-        mine = [s for s in self.model.values() if s.alive and s.owner == caller]
+        mine = [sid for sid, s in self.model.items() if s.alive and s.owner == caller]
         assert self.store.delete_owner_sessions(caller) == len(mine)
-        for session in mine:
-            session.alive = False
+        for sid in mine:
+            self.model[sid].alive = False
+        self.forget_create_keys(set(mine))
 
     @rule(session_id=sessions)
     def expire(self, session_id: str) -> None:
         for key in self.store.keys.session_keys(session_id):
             self.client.pexpire(key, 1)
+        # Its create record (if any) carries the same expiry in real life: expire it alongside.
+        for (owner, key), (_, _, sid) in self.create_keys.items():
+            if sid == session_id:
+                self.client.pexpire(self.store.keys.owner_idempotency(owner or "", digest(key)), 1)
         time.sleep(0.005)
         self.model[session_id].alive = False
+        self.forget_create_keys({session_id})
 
     @rule(caller=owners)
     def list_all(self, caller: str | None) -> None:

@@ -179,4 +179,4 @@ def test_acknowledged_appends_survive_a_failover_and_continue_on_the_new_primary
     assert sorted(by_id.values()) == sorted(m.content for m, _ in acknowledged)
     # Read the new primary directly, not through the sentinel: that is where the transcript lives.
     with redis.Redis(host="127.0.0.1", port=new_primary, socket_timeout=5) as direct:
-        assert direct.llen(sentinel_store.keys.messages(session.id)) == len(acknowledged)
+        assert direct.zcard(sentinel_store.keys.messages(session.id)) == len(acknowledged)

@@ -317,14 +317,16 @@ def test_corrupt_message_is_skipped_and_logged(
 ) -> None:
     session = any_store.create_session()
     any_store.append_message(session.id, role="user", content="good 1")
-    any_store.client.rpush(any_store.keys.messages(session.id), b"{not json")
-    any_store.client.hincrby(any_store.keys.meta(session.id), "count", 1)
+    # A member that is not JSON, where message 2 would be (ids are scores of the message set).
+    any_store.client.zadd(any_store.keys.messages(session.id), {b"{not json": 2})
+    any_store.client.hset(any_store.keys.meta(session.id), mapping={"count": 2, "seq": 2})
     any_store.append_message(session.id, role="user", content="good 2")
     with caplog.at_level(logging.WARNING, logger="conversations"):
         fetched = any_store.get_session(session.id)
     assert fetched is not None
     assert [m.content for m in fetched.messages] == ["good 1", "good 2"]
-    assert any(any_store.keys.messages(session.id) in r.getMessage() for r in caplog.records)
+    assert [m.id for m in fetched.messages] == [1, 3]
+    assert any(session.id in r.getMessage() for r in caplog.records)
 
 
 def test_corrupt_metadata_reads_as_empty(any_store: ConversationStore) -> None:
@@ -337,7 +339,7 @@ def test_corrupt_metadata_reads_as_empty(any_store: ConversationStore) -> None:
 
 def test_layout_version_is_written(any_store: ConversationStore) -> None:
     any_store.create_session()
-    assert any_store.client.get(any_store.keys.layout()) == b"1"
+    assert any_store.client.get(any_store.keys.layout()) == b"2"
 
 
 def test_listing_skips_many_dead_entries_without_losing_live_ones(any_store: ConversationStore) -> None:

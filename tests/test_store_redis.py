@@ -141,7 +141,7 @@ def test_create_never_overwrites(store: ConversationStore, monkeypatch: pytest.M
     first = store.create_session({"who": "first"})
     store.append_message(first.id, role="user", content="precious")
     ids = iter([first.id, "B" * 22])
-    monkeypatch.setattr("conversations.store.service.new_session_id", lambda: next(ids))
+    monkeypatch.setattr("conversations.store.operations.new_session_id", lambda: next(ids))
     second = store.create_session({"who": "second"})
     assert second.id == "B" * 22
     kept = store.get_session(first.id)

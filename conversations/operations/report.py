@@ -34,15 +34,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
 from conversations.store import ConversationStore
+from conversations.store.codec import message_problem
 from conversations.store.keys import SESSION_ID_RE, KeyLayout
-from conversations.store.service import CLUSTER_INDEX_GRACE_MS
+from conversations.store.topology import CLUSTER_INDEX_GRACE_MS
 
 from .scanning import Progress, parse_int, redis_errors, scan_batches, server_time_ms, text
 from .stats import Distribution, HeavyHitters, TopN
 
+#: The keys of one session (meta, messages, idempotency, events): MEMORY USAGE of each is sampled.
+_SESSION_KEY_KINDS = ("meta", "messages", "idem", "events")
 #: Example keys kept per kind of problem.
 EXAMPLES = 10
 #: Sessions (or index entries) one script call looks at, on a single Redis.
@@ -60,20 +61,22 @@ COUNT_MISMATCH = "count_mismatch"  # meta "count" differs from the message list'
 BAD_MESSAGE = "bad_message"  # a sampled message is not valid JSON of the stored shape
 NO_EXPIRY = "no_expiry"  # a key of the session has no TTL: it would never expire
 
-# KEYS: meta, msgs of each session in turn.  One reply per session:
+# KEYS: meta, messages, layout-1 message list of each session in turn.  One reply per session:
 #   {pttl} when the meta key is not a hash, else
-#   {pttl, owner, created_at, updated_at, count, list length (-1: not a list), list pttl}
+#   {pttl, owner, created_at, updated_at, count, messages held (-1: wrong type), messages pttl}
 _INSPECT = """
 local out = {}
-for i = 1, #KEYS, 2 do
+for i = 1, #KEYS, 3 do
   local pttl = redis.call('PTTL', KEYS[i])
-  local m = redis.pcall('HMGET', KEYS[i], 'owner', 'created_at', 'updated_at', 'count')
+  local m = redis.pcall('HMGET', KEYS[i], 'owner', 'created_at', 'updated_at', 'count', 'v')
   if m.err then
     out[#out + 1] = {pttl}
   else
-    local n = redis.pcall('LLEN', KEYS[i + 1])
+    local key = KEYS[i + 1]
+    local n
+    if m[5] == '2' then n = redis.pcall('ZCARD', key) else key = KEYS[i + 2]; n = redis.pcall('LLEN', key) end
     if type(n) == 'table' then n = -1 end
-    out[#out + 1] = {pttl, m[1], m[2], m[3], m[4], n, redis.call('PTTL', KEYS[i + 1])}
+    out[#out + 1] = {pttl, m[1], m[2], m[3], m[4], n, redis.call('PTTL', key)}
   end
 end
 return out
@@ -152,26 +155,6 @@ class _Candidate:
     index: str = ""
 
 
-def _message_problem(raw: bytes | str | None, expected_id: int) -> str | None:
-    """Why a stored message is not of the shape the store writes, or None if it is."""
-    if raw is None:
-        return f"message {expected_id} is missing"
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return f"message {expected_id} is not JSON"
-    if not isinstance(data, dict):
-        return f"message {expected_id} is not a JSON object"
-    for name, kind in (("id", int), ("created_at", int), ("role", str), ("content", str)):
-        if not isinstance(data.get(name), kind) or isinstance(data.get(name), bool):
-            return f"message {expected_id}: '{name}' is missing or not a {kind.__name__}"
-    if not isinstance(data.get("sources", []), list):
-        return f"message {expected_id}: 'sources' is not a list"
-    if data["id"] != expected_id:
-        return f"message at position {expected_id} has id {data['id']}"
-    return None
-
-
 class ReportBuilder:
     """Accumulates the report while the sessions stream past. ``run()`` does the whole thing."""
 
@@ -237,13 +220,13 @@ class ReportBuilder:
     ) -> int:
         """Queue ``script`` over groups of ``width`` keys (and one arg per group when ``args``);
         returns how many calls were queued. The replies, flattened, give one item per group."""
-        per_call = 1 if self.store.is_cluster else GROUPS_PER_CALL
+        per_call = 1 if self.store.topology.cluster else GROUPS_PER_CALL
         groups = len(keys) // width
         calls = 0
         for start in range(0, groups, per_call):
             stop = min(start + per_call, groups)
             call_keys, call_args = keys[start * width : stop * width], args[start:stop]
-            if self.store.is_cluster:
+            if self.store.topology.cluster:
                 # redis-py's cluster pipeline refuses EVALSHA (it cannot load a script on the right
                 # node mid-pipeline) but routes EVAL by its keys' slot: send the source instead.
                 pipe.execute_command("EVAL", script.script, len(call_keys), *call_keys, *call_args)
@@ -272,11 +255,11 @@ class ReportBuilder:
                 self.problems.add(BAD_KEY, key, "not a session key of this layout")
                 continue
             entries.append((key, session_id))
-            keys += (key, self.keys.messages(session_id))
+            keys += (key, self.keys.messages(session_id), self.keys.legacy_messages(session_id))
         if not entries:
             return
         pipe = self.client.pipeline(transaction=False)
-        self._queue_grouped(pipe, self._inspect, keys, (), 2)
+        self._queue_grouped(pipe, self._inspect, keys, (), 3)
         replies = self._flatten(pipe.execute(raise_on_error=False))
         candidates: list[_Candidate] = []
         for (key, session_id), reply in zip(entries, replies, strict=True):
@@ -307,7 +290,9 @@ class ReportBuilder:
                 return None
         created_at, updated_at, count = (int(value or 0) for value in numbers)
         if length < 0:
-            self.problems.add(WRONG_TYPE, self.keys.messages(session_id), "the message key is not a list")
+            self.problems.add(
+                WRONG_TYPE, self.keys.messages(session_id), "the message key has the wrong type"
+            )
             return None
         idle_ms = self.now_ms - updated_at
         if self.options.idle_longer_than is not None and idle_ms <= self.options.idle_longer_than * 1000:
@@ -315,7 +300,7 @@ class ReportBuilder:
         if pttl == -1 or (messages_pttl == -1 and length > 0):
             self.problems.add(NO_EXPIRY, key, "the session has no TTL and would never expire")
         if count != length:
-            self.problems.add(COUNT_MISMATCH, key, f"count says {count} messages, the list holds {length}")
+            self.problems.add(COUNT_MISMATCH, key, f"count says {count} messages, Redis holds {length}")
         return _Candidate(session_id, owner, created_at, updated_at, int(length), pttl)
 
     def _second_look(self, candidates: list[_Candidate]) -> None:
@@ -334,13 +319,18 @@ class ReportBuilder:
                 for key in self.keys.session_keys(candidate.session_id):
                     pipe.memory_usage(key)
                 messages_key = self.keys.messages(candidate.session_id)
-                pipe.lindex(messages_key, 0)
-                pipe.lindex(messages_key, -1)
+                pipe.zrange(messages_key, 0, 0)
+                pipe.zrange(messages_key, -1, -1)
         replies = pipe.execute(raise_on_error=False)
         scores = self._flatten(replies[:calls])
+        width = len(_SESSION_KEY_KINDS) + 2
         for i, candidate in enumerate(sampled):
-            memory = replies[calls + 5 * i : calls + 5 * i + 3]
-            first, last = replies[calls + 5 * i + 3], replies[calls + 5 * i + 4]
+            at = calls + width * i
+            memory = replies[at : at + width - 2]
+            first, last = (
+                (reply[0] if isinstance(reply, list) and reply else None)
+                for reply in replies[at + width - 2 : at + width]
+            )
             self._sample(candidate, memory, first, last)
         missing = [c for c, score in zip(candidates, scores, strict=True) if score is None]
         for candidate in candidates:
@@ -362,8 +352,8 @@ class ReportBuilder:
                 self.memory_sampled += 1
                 self.memory_sampled_bytes += sum(int(reply or 0) for reply in memory)
         if candidate.length:
-            for raw, position in ((first, 1), (last, candidate.length)):
-                problem = _message_problem(None if isinstance(raw, Exception) else raw, position)
+            for raw in (first, last):
+                problem = message_problem(None if isinstance(raw, Exception) else raw)
                 if problem is not None:
                     self.problems.add(BAD_MESSAGE, self.keys.messages(candidate.session_id), problem)
                     break
@@ -457,7 +447,7 @@ class ReportBuilder:
     def _add_entries(self, index: str, members: list[tuple[Any, float]]) -> None:
         tag = index[index.find("{") + 1 : index.find("}")]
         idle = self.options.idle_longer_than
-        horizon = self.now_ms - CLUSTER_INDEX_GRACE_MS if self.store.is_cluster else None
+        horizon = self.now_ms - CLUSTER_INDEX_GRACE_MS if self.store.topology.cluster else None
         self.index_entries += len(members)
         for raw_member, raw_score in members:
             score = int(raw_score)

@@ -13,8 +13,8 @@ from django.utils.translation import gettext_lazy as _
 from redis.cluster import RedisCluster
 
 from conversations.exceptions import ConversationError
-from conversations.store.records import as_text
-from conversations.store.service import store_error
+from conversations.store.codec import as_text
+from conversations.store.errors import store_error
 
 #: Keys asked for per SCAN call: large enough to keep round trips few, small enough that each call
 #: holds Redis for well under a millisecond.

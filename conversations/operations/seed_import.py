@@ -38,7 +38,7 @@ import orjson
 from django.utils.translation import gettext_lazy as _
 
 from conversations.exceptions import InvalidInput
-from conversations.store import ConversationStore, new_session_id
+from conversations.store import ConversationStore, codec, new_session_id, scripts
 from conversations.store import validation as check
 
 from .scanning import redis_errors, scan_batches, text
@@ -46,44 +46,6 @@ from .scanning import redis_errors, scan_batches, text
 DEFAULT_SOURCE_PREFIX = "session:"
 #: Sources read per pipeline: each value may be large, so fewer than a SCAN reply.
 BATCH = 100
-_RPUSH_CHUNK = 1000  # Lua's unpack() has a stack limit near 8,000 values
-
-# KEYS: meta, msgs, [index, mapping]
-# ARGV: owner, title, metadata, created_at, updated_at, count, ttl_ms, session id, mapping field,
-#       messages...
-# Returns {1} written, {0, id} already imported (mapping has the source), {-1} the id is taken.
-_IMPORT = """
-if KEYS[4] then
-  local prior = redis.call('HGET', KEYS[4], ARGV[9])
-  if prior then return {0, prior} end
-end
-if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return {-1} end
-redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'title', ARGV[2], 'metadata', ARGV[3],
-           'created_at', ARGV[4], 'updated_at', ARGV[5], 'count', ARGV[6])
-redis.call('PEXPIRE', KEYS[1], ARGV[7])
-local last = #ARGV
-local first = 10
-while first <= last do
-  local upto = math.min(first + CHUNK - 1, last)
-  redis.call('RPUSH', KEYS[2], unpack(ARGV, first, upto))
-  first = upto + 1
-end
-if last >= 10 then redis.call('PEXPIRE', KEYS[2], ARGV[7]) end
-if KEYS[3] then
-  redis.call('ZADD', KEYS[3], 'GT', ARGV[5], ARGV[8])
-  local have = redis.call('PTTL', KEYS[3])
-  if have == -1 or have < tonumber(ARGV[7]) then redis.call('PEXPIRE', KEYS[3], ARGV[7]) end
-end
-if KEYS[4] then redis.call('HSET', KEYS[4], ARGV[9], ARGV[8]) end
-return {1}
-""".replace("CHUNK", str(_RPUSH_CHUNK))
-
-# KEYS: source   ARGV: the value read.  Deletes the source only if nobody changed it since.
-_DELETE_IF_UNCHANGED = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
 # Why a source was skipped.
 CORRUPT = "corrupt"
 OVER_LIMITS = "over_limits"
@@ -184,8 +146,7 @@ class SeedImporter:
         self.result = ImportResult()
         self.mapping_key = mapping_key(store)
         self._own_prefix = f"{self.keys.prefix}:"
-        self._import = self.client.register_script(_IMPORT)
-        self._delete_if_unchanged = self.client.register_script(_DELETE_IF_UNCHANGED)
+        self.cluster = store.topology.cluster
 
     def run(self) -> ImportResult:
         pattern = glob_escape(self.options.source_prefix) + "*"
@@ -311,13 +272,7 @@ class SeedImporter:
                 raise _Skip(OVER_LIMITS, f"message {n}: {exc.message}") from None
             stamps.append(created)
             messages.append(
-                b'{"id":%d,"created_at":%d,"role":' % (n, created)
-                + orjson.dumps(role)
-                + b',"content":'
-                + orjson.dumps(content)
-                + b',"sources":'
-                + sources
-                + b"}"
+                codec.stored_message(n, created, codec.message_body(role, content, sources_b=sources))
             )
         # The seed wrote 0 where it had no time; fall back on the messages' times, then on each other.
         created_at = _seconds_to_ms(data.get("created_at") or 0, "created_at")
@@ -361,7 +316,7 @@ class SeedImporter:
         while True:
             session_id = new_session_id()
             keys = [self.keys.meta(session_id), self.keys.messages(session_id)]
-            if not self.store.is_cluster:
+            if not self.cluster:
                 keys += [index, self.mapping_key]
             elif self.client.hget(self.mapping_key, name) is not None:
                 return None
@@ -369,9 +324,10 @@ class SeedImporter:
                 # As the store's create does on a cluster: the index entry goes first.
                 self.client.zadd(index, {session_id: planned.updated_at})
                 self.client.pexpire(index, ttl_ms)
-            reply = self._import(
-                keys=keys,
-                args=[
+            reply = self.store.sync.script(
+                scripts.IMPORT,
+                keys,
+                [
                     planned.owner,
                     planned.title,
                     planned.metadata,
@@ -383,10 +339,11 @@ class SeedImporter:
                     name,
                     *planned.messages,
                 ],
+                write=True,
             )
             status = int(reply[0])
             if status == 1:
-                if self.store.is_cluster:
+                if self.cluster:
                     self.client.hset(self.mapping_key, name, session_id)
                 return session_id
             if status == 0:
@@ -408,7 +365,9 @@ class SeedImporter:
 
     def _delete_verified(self, raw_key: Any, value: bytes, new_id: str, planned: _Planned) -> None:
         problem = self._verify(new_id, planned)
-        if problem is None and not self._delete_if_unchanged(keys=[raw_key], args=[value]):
+        if problem is None and not self.store.sync.script(
+            scripts.DELETE_IF_UNCHANGED, [raw_key], [value], write=True
+        ):
             problem = "the source changed after it was read"
         if problem is None:
             self.result.sources_deleted += 1
@@ -422,7 +381,7 @@ class SeedImporter:
         n = len(planned.messages)
         pipe = self.client.pipeline(transaction=False)
         pipe.hmget(self.keys.meta(session_id), "owner", "count")
-        pipe.lrange(self.keys.messages(session_id), 0, n - 1)
+        pipe.zrange(self.keys.messages(session_id), 0, n - 1)
         (owner, count), stored = pipe.execute()
         if owner is None:
             return f"the copy {session_id} is gone"

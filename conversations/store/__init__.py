@@ -1,8 +1,16 @@
-"""The conversation store: ``get_store()`` gives the one configured by ``settings.CONVERSATIONS``."""
+"""The conversation store: ``get_store()`` gives the one configured by ``settings.CONVERSATIONS``.
+
+Public: ``get_store``, ``ConversationStore`` (its methods and their ``a…`` twins), ``StoreConfig``, the
+records (``Session``, ``SessionSummary``, ``SessionPage``, ``Message``, ``Event``), ``UNSET``,
+``new_session_id``, ``get_redis_client`` and ``store_config``. The submodules (``keys``, ``scripts``,
+``codec``, ``operations``, ``transport_*``, ``topology``, ``validation``, ``errors``) are internals:
+they may change between releases.
+"""
 
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any
 
 from django.conf import settings
@@ -10,14 +18,14 @@ from django.utils.module_loading import import_string
 
 from conversations.conf import conf
 
-from .keys import KeyLayout
+from .codec import Event
 from .records import Message, Session, SessionPage, SessionSummary
 from .service import UNSET, ConversationStore, StoreConfig, new_session_id
 
 __all__ = [
     "UNSET",
     "ConversationStore",
-    "KeyLayout",
+    "Event",
     "Message",
     "Session",
     "SessionPage",
@@ -29,7 +37,7 @@ __all__ = [
     "store_config",
 ]
 
-# One store per (client, config): building one registers its scripts, so reuse it across requests.
+# One store per (client, config): building one costs more than a request's work, so reuse it.
 _stores: dict[tuple[int, StoreConfig], ConversationStore] = {}
 
 
@@ -64,13 +72,26 @@ def store_config() -> StoreConfig:
 
 
 def get_store() -> ConversationStore:
-    """The store configured by settings, on the Redis client of ``CONVERSATIONS["CACHE_ALIAS"]``."""
+    """The store configured by settings, on the Redis client of ``CONVERSATIONS["CACHE_ALIAS"]``.
+
+    No I/O: callable from sync and async code alike. Its ``a…`` methods use the running event loop's
+    ``redis.asyncio`` client for the same cache (``conversations.clients.get_async_redis_client``).
+    """
     client = get_redis_client()
     config = store_config()
+    alias = conf.CACHE_ALIAS
     key = (id(client), config)
     store = _stores.get(key)
     if store is None or store.client is not client:
         if len(_stores) > 64:
             _stores.clear()
-        store = _stores[key] = ConversationStore(client, config)
+        store = _stores[key] = ConversationStore(
+            client, config, async_client_factory=functools.partial(_async_client, alias)
+        )
     return store
+
+
+def _async_client(alias: str) -> Any:
+    from conversations.clients import get_async_redis_client
+
+    return get_async_redis_client(alias)

@@ -9,30 +9,27 @@ one instance between two calls.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
-
-
-def as_text(value: bytes | str | None) -> str:
-    """A Redis reply as text (None as ""); undecodable bytes become U+FFFD rather than an error."""
-    if value is None:
-        return ""
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-
-
-def from_millis(value: int | float | bytes | str) -> datetime:
-    return datetime.fromtimestamp(int(value) / 1000, tz=UTC)
 
 
 @dataclass(slots=True)
 class Message:
-    """One stored message. ``id`` is its position in the session, starting at 1."""
+    """One stored message. ``id`` orders the session's messages (1, 2, ...) and is never reused: after
+    a removal the other messages keep theirs and the next append gets a higher one.
+
+    ``status`` is ``"completed"``, ``"in_progress"`` (a reply still being written) or ``"incomplete"``
+    (stopped early); ``data`` is the caller's own JSON object (tool calls, usage...), kept verbatim;
+    ``token_count`` is what the caller counted (the store does not tokenize)."""
 
     id: int
     role: str
     content: str
     sources: list[dict[str, Any]]
     created_at: datetime
+    status: str = "completed"
+    data: dict[str, Any] = field(default_factory=dict)
+    token_count: int | None = None
 
     @property
     def timestamp(self) -> int:

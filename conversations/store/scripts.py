@@ -1,176 +1,586 @@
-"""Lua scripts run by the store. Each touches only the keys passed in KEYS, which share one hash tag
-(the session's) except the optional owner index: that one is passed only on a single Redis, where
-one script may span slots; on a Redis Cluster the store updates the index in a separate call.
+"""Every Lua script the app runs, in one registry, each beside a comment of its KEYS and ARGV.
+
+The transports run them by digest (EVALSHA, loading on NOSCRIPT). Scripts that only read start with
+``#!lua flags=no-writes`` so that ``CLIENT PAUSE WRITE`` (failover tooling) does not hold them and a
+full Redis (``maxmemory``) still serves them; Redis before 7.0 knows no such line, and the transports
+fall back on ``LuaScript.plain`` there.
+
+Session scripts touch only the keys passed in KEYS, which share one hash tag (the session's), except
+the owner index and the create's idempotency record, which share the owner's: those are passed (and
+touched) only on a single Redis; on a Redis Cluster the operations update them in a separate call.
 
 Times come from Redis's own clock (``TIME``), so message order and ``created_at`` agree even when
 several application servers' clocks do not. Times are integer milliseconds since the epoch.
 
-A session whose message list is not ``count`` long is treated as gone by every script that reads or
-writes it (one O(1) ``LLEN``, or the length ``RPUSH`` returns). The scripts never leave a session that
-way; only an evicting Redis (``maxmemory-policy`` other than ``noeviction``), which drops whole keys,
-can. Without this check a read would show ``count`` messages and none, and the next append would land
-at the wrong list index.
+A session whose message set does not hold ``count`` members is treated as gone by every script that
+reads or writes it (one O(1) ``ZCARD``). The scripts never leave a session that way; only an evicting
+Redis (``maxmemory-policy`` other than ``noeviction``), which drops whole keys, can.
+
+The message wire format (a member of the message set) is described in ``codec``.
 """
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass, field
+
+NO_WRITES = "#!lua flags=no-writes\n"
+
+
+@dataclass(frozen=True)
+class LuaScript:
+    """A named script; ``sha`` is the digest of ``source``, what EVALSHA names."""
+
+    name: str
+    source: str
+    sha: str = field(init=False)
+    plain: LuaScript | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
+        plain = None
+        if self.source.startswith("#!"):
+            plain = LuaScript(self.name, self.source.split("\n", 1)[1])
+        object.__setattr__(self, "plain", plain)
+
+    @property
+    def read_only(self) -> bool:
+        return self.source.startswith(NO_WRITES)
+
+
+# Status codes the session scripts return as the first element of their reply.
+NOT_FOUND = -1  # missing, expired, another owner's, or half-evicted
+FULL = -2  # MAX_MESSAGES reached
+KEY_REUSED = -3  # an idempotency key seen before with another body
+REPLAYED = -4  # an idempotency key seen before with this body: the stored messages follow
+NO_MESSAGE = -5  # no message with that id
+IDEMPOTENT_GONE = -6  # the messages an idempotency key created have since been removed
+CORRUPT = -7  # the stored message is not of the stored shape
+NOT_IN_PROGRESS = -8  # extend of a message that is not in progress
+TOO_LONG = -10  # extend would take the content past the limit
+LEGACY = -9  # the session has layout 1: run MIGRATE, then the script again
+
+# --------------------------------------------------------------------------------- shared pieces
+#
+# Session write scripts take KEYS meta, m (messages), idem, ev (events) [, owner index] and begin
+# with ARGV: 1 owner, 2 ttl_ms, 3 session id, 4 event mode ('' none, 'p' PUBLISH, 's' SPUBLISH),
+# 5 event history length, 6 the owner's create-idempotency key prefix ('' on a cluster); their own
+# arguments start at ARGV[7].
+
+_SESSION = """
+local m = redis.call('HMGET', KEYS[1], 'owner', 'count', 'seq', 'v', 'idem', 'cidem')
+if m[1] ~= ARGV[1] then return {-1} end
+if m[4] ~= '2' then return {-9} end
+local count, seq = tonumber(m[2]), tonumber(m[3])
+if redis.call('ZCARD', KEYS[2]) ~= count then return {-1} end
+"""
+
 # ``expires`` is the absolute expiry (now + ttl_ms). TTLs are set with PEXPIREAT on it rather than
-# PEXPIRE: Redis rewrites every PEXPIRE a script runs into a PEXPIREAT (for replication) at a cost per
-# call, and numbers passed to redis.call are formatted at a cost too, so the scripts pass strings.
+# PEXPIRE: Redis rewrites every PEXPIRE a script runs into a PEXPIREAT (for replication) at a cost,
+# and numbers passed to redis.call are formatted at a cost too, so the scripts pass strings.
 _NOW = """
 local t = redis.call('TIME')
 local ms = t[1] * 1000 + math.floor(t[2] / 1000)
 local now = string.format('%d', ms)
-local expires = string.format('%d', ms + ARGV[{ttl}])
+local expires = string.format('%d', ms + ARGV[2])
 """
 
-_INDEX = """
-if KEYS[{n}] then
-  redis.call('ZADD', KEYS[{n}], now, ARGV[{sid}])
-  redis.call('PEXPIREAT', KEYS[{n}], expires)
+# One change: kept in the session's capped stream (for reconnecting readers) and published on the
+# channel of the same name as "<stream id> <kind> <message id> <payload>".
+_EMIT = """
+local function emit(kind, mid, payload)
+  if ARGV[4] == '' then return end
+  local eid = redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 't', kind, 'm', mid, 'd', payload)
+  local note = eid .. ' ' .. kind .. ' ' .. mid .. ' ' .. payload
+  if ARGV[4] == 's' then redis.call('SPUBLISH', KEYS[4], note) else redis.call('PUBLISH', KEYS[4], note) end
 end
 """
 
-# KEYS: meta, [index]   ARGV: owner, title, metadata, ttl_ms, session_id
-CREATE = (
+# Renew every key of the session (and, on a single Redis, its index entry and create record).
+_TOUCH = """
+redis.call('PEXPIREAT', KEYS[1], expires)
+redis.call('PEXPIREAT', KEYS[2], expires)
+if m[5] then redis.call('PEXPIREAT', KEYS[3], expires) end
+if ARGV[4] ~= '' then redis.call('PEXPIREAT', KEYS[4], expires) end
+if KEYS[5] then
+  redis.call('ZADD', KEYS[5], now, ARGV[3])
+  redis.call('PEXPIREAT', KEYS[5], expires)
+  if m[6] and ARGV[6] ~= '' then redis.call('PEXPIREAT', ARGV[6] .. m[6], expires) end
+end
+"""
+
+_ONE = """
+local found = redis.call('ZRANGE', KEYS[2], ARGV[7], ARGV[7], 'BYSCORE')
+local raw = found[1]
+if not raw then return {-5} end
+"""
+
+_SPLIT = """
+local function split(raw)
+  local seg, pos = {}, 1
+  while true do
+    local nl = string.find(raw, '\\n', pos, true)
+    if not nl then seg[#seg + 1] = string.sub(raw, pos); return seg end
+    seg[#seg + 1] = string.sub(raw, pos, nl - 1)
+    pos = nl + 1
+  end
+end
+"""
+
+# A window of the message set. ARGV (from ``at``): mode, a, b, limit.
+#   'n' none; 'a' all; 'l' the last a; 'f' ids above a, at most limit; 'i' the message with id a;
+#   'b' ids below a and above b, newest first, at most limit (the caller reverses them).
+_WINDOW = """
+local function window(at)
+  local mode, a, b, limit = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
+  if mode == 'n' then return false end
+  if mode == 'a' then return redis.call('ZRANGE', KEYS[2], 0, -1) end
+  if mode == 'l' then return redis.call('ZRANGE', KEYS[2], -tonumber(a), -1) end
+  if mode == 'i' then return redis.call('ZRANGE', KEYS[2], a, a, 'BYSCORE') end
+  if mode == 'f' then return redis.call('ZRANGE', KEYS[2], '(' .. a, '+inf', 'BYSCORE', 'LIMIT', 0, limit) end
+  return redis.call('ZRANGE', KEYS[2], '(' .. a, '(' .. b, 'BYSCORE', 'REV', 'LIMIT', 0, limit)
+end
+"""
+
+# --------------------------------------------------------------------------------- sessions
+
+# KEYS: meta, [index]   ARGV: owner, title, metadata, ttl_ms, session id, create-key digest ('' none)
+# Returns now, or nil when the id is taken (never overwrites).
+CREATE = LuaScript(
+    "create",
     """
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
-"""
-    + _NOW.format(ttl=4)
-    + """
-redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'title', ARGV[2], 'metadata', ARGV[3],
-           'created_at', now, 'updated_at', now, 'count', '0')
+local t = redis.call('TIME')
+local ms = t[1] * 1000 + math.floor(t[2] / 1000)
+local now = string.format('%d', ms)
+local expires = string.format('%d', ms + ARGV[4])
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'title', ARGV[2], 'metadata', ARGV[3], 'created_at', now,
+           'updated_at', now, 'expires_at', expires, 'count', '0', 'seq', '0', 'v', '2')
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'cidem', ARGV[6]) end
 redis.call('PEXPIREAT', KEYS[1], expires)
-"""
-    + _INDEX.format(n=2, sid=5)
-    + """
+if KEYS[2] then
+  redis.call('ZADD', KEYS[2], now, ARGV[5])
+  redis.call('PEXPIREAT', KEYS[2], expires)
+end
 return now
-"""
+""",
 )
 
-# KEYS: meta, msgs, idem, [index]
-# ARGV: owner, message body (JSON object without its opening brace), ttl_ms, max_messages, session_id,
-#       and only with an idempotency key: its digest, the request's fingerprint
-# Returns {id, now} on append, {-1} not found, {-2} full, {-3} key reused with another body,
-#         {-4, stored message} when the idempotency key was seen before (nothing appended).
-# This is the hottest path, so it runs as few commands as it can: the list length check rides on
-# RPUSH's reply (undone if wrong; only the rare paths that return before RPUSH call LLEN), and the
-# idempotency hash is renewed only when the meta hash's ``idem`` flag says it exists.
-APPEND = (
+# ARGV[7..]: set title ('0'/'1'), title, set metadata ('0'/'1'), metadata
+# Returns {pttl, title, metadata, created_at, updated_at, count, expires_at, cidem|false}.
+UPDATE = LuaScript(
+    "update",
+    _SESSION
+    + _NOW
+    + _EMIT
+    + """
+if ARGV[7] == '1' then redis.call('HSET', KEYS[1], 'title', ARGV[8]) end
+if ARGV[9] == '1' then redis.call('HSET', KEYS[1], 'metadata', ARGV[10]) end
+redis.call('HSET', KEYS[1], 'updated_at', now, 'expires_at', expires)
+emit('s', '0', '')
+"""
+    + _TOUCH
+    + """
+local r = redis.call('HMGET', KEYS[1], 'title', 'metadata', 'created_at', 'updated_at', 'count', 'expires_at')
+return {redis.call('PTTL', KEYS[1]), r[1], r[2], r[3], r[4], r[5], r[6], m[6] or false}
+""",
+)
+
+# KEYS: meta, m, idem, ev, legacy list, [index]   ARGV: owner, session id, event mode, create-key prefix
+# Returns {1, cidem|false} when deleted, {0} when not there (or another owner's).
+DELETE = LuaScript(
+    "delete",
     """
-local m = redis.call('HMGET', KEYS[1], 'owner', 'count', 'idem')
-if m[1] ~= ARGV[1] then return {-1} end
-local n = tonumber(m[2])
-if ARGV[6] then
-  if redis.call('LLEN', KEYS[2]) ~= n then return {-1} end
-  local prior = redis.call('HGET', KEYS[3], ARGV[6])
+local m = redis.call('HMGET', KEYS[1], 'owner', 'cidem')
+if m[1] ~= ARGV[1] then return {0} end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+if KEYS[6] then
+  redis.call('ZREM', KEYS[6], ARGV[2])
+  if m[2] and ARGV[4] ~= '' then redis.call('DEL', ARGV[4] .. m[2]) end
+end
+local note = '0-0 d 0 '
+if ARGV[3] == 's' then redis.call('SPUBLISH', KEYS[4], note) elseif ARGV[3] == 'p' then
+  redis.call('PUBLISH', KEYS[4], note)
+end
+return {1, m[2] or false}
+""",
+)
+
+# KEYS: meta, m   ARGV: owner, then the window's mode, a, b, limit (see _WINDOW)
+# Returns {pttl, title, metadata, created_at, updated_at, count, expires_at, messages|false},
+# -9 for a session of layout 1, or nil when not found. A missing session and another owner's take the
+# same path, so timing tells them apart no better than the answer does.
+READ = LuaScript(
+    "read",
+    NO_WRITES
+    + _WINDOW
+    + """
+local f = redis.call('HMGET', KEYS[1], 'owner', 'v', 'title', 'metadata', 'created_at', 'updated_at',
+                     'count', 'expires_at')
+if f[1] ~= ARGV[1] then return false end
+if f[2] ~= '2' then return -9 end
+if redis.call('ZCARD', KEYS[2]) ~= tonumber(f[7]) then return false end
+return {redis.call('PTTL', KEYS[1]), f[3], f[4], f[5], f[6], f[7], f[8], window(2)}
+""",
+)
+
+# KEYS: meta, m   ARGV: owner, then the window's mode, a, b, limit (see _WINDOW)
+# Returns the messages (possibly none), -9 for layout 1, or nil when not found. ``get_messages``: it
+# skips what READ also fetches, and compares owners before it reads a message, so another owner's
+# session answers exactly like a missing one. Only an empty window needs the count check that tells an
+# evicted message set from a short one.
+WINDOW = LuaScript(
+    "window",
+    NO_WRITES
+    + _WINDOW
+    + """
+local f = redis.call('HMGET', KEYS[1], 'owner', 'v', 'count')
+if f[1] ~= ARGV[1] then return false end
+if f[2] ~= '2' then return -9 end
+local r = window(2)
+if #r == 0 and redis.call('ZCARD', KEYS[2]) ~= tonumber(f[3]) then return false end
+return r
+""",
+)
+
+# KEYS: meta, m   ARGV: owner, max tokens, include leading system messages ('1'/'0'), bytes of stored
+# content per estimated token, most messages to return
+# Returns the chosen messages oldest first, -9 for layout 1, or nil when not found: the leading system
+# messages, then the newest run of messages whose token counts fit what is left of the budget, never
+# opening on a tool message. A message without a token count counts ceil(bytes of its stored content
+# / ARGV[4]) tokens.
+CONTEXT = LuaScript(
+    "context",
+    NO_WRITES
+    + """
+local f = redis.call('HMGET', KEYS[1], 'owner', 'v', 'count')
+if f[1] ~= ARGV[1] then return false end
+if f[2] ~= '2' then return -9 end
+local total = redis.call('ZCARD', KEYS[2])
+if total ~= tonumber(f[3]) then return false end
+local budget, per, cap = tonumber(ARGV[2]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local function tokens(raw)
+  local n = string.match(raw, '\\n,"token_count":(%d+)\\n')
+  if n then return tonumber(n) end
+  local p = string.find(raw, '\\n,"content":', 1, true)
+  if not p then return math.ceil(#raw / per) end
+  return math.max(1, math.ceil((#raw - p - 14) / per))
+end
+local function role(raw)
+  return string.match(raw, '^{"id":%d+,"created_at":%d+,"role":"([^"]*)"')
+end
+local out, nsys = {}, 0
+if ARGV[3] == '1' then
+  local done = false
+  while not done and nsys < total do
+    local chunk = redis.call('ZRANGE', KEYS[2], nsys, nsys + 31)
+    if #chunk == 0 then break end
+    for _, raw in ipairs(chunk) do
+      if role(raw) ~= 'system' or #out >= cap then done = true; break end
+      out[#out + 1] = raw
+      budget = budget - tokens(raw)
+      nsys = nsys + 1
+    end
+  end
+end
+local picked, hi, full = {}, total - 1, false
+while not full and hi >= nsys and budget > 0 do
+  local lo = math.max(nsys, hi - 31)
+  local chunk = redis.call('ZRANGE', KEYS[2], lo, hi)
+  for j = #chunk, 1, -1 do
+    local cost = tokens(chunk[j])
+    if cost > budget or #out + #picked >= cap then full = true; break end
+    budget = budget - cost
+    picked[#picked + 1] = chunk[j]
+  end
+  hi = lo - 1
+end
+while #picked > 0 and role(picked[#picked]) == 'tool' do picked[#picked] = nil end
+for j = #picked, 1, -1 do out[#out + 1] = picked[j] end
+return out
+""",
+)
+
+# KEYS: meta, m, legacy list   ARGV: owner
+# Moves a session of layout 1 (messages in a list, id N at index N-1) to layout 2, rewriting each
+# message to the segmented shape (see ``codec``) by string surgery: layout 1 wrote the fields in the
+# order id, created_at, role, content, sources, and a JSON string cannot hold an unescaped quote, so
+# the first ``,"content":`` and ``,"sources":`` are the fields themselves. Returns 1 when the session
+# has layout 2 now, 0 when it is not there (or another owner's, or half-evicted).
+MIGRATE = LuaScript(
+    "migrate",
+    """
+local f = redis.call('HMGET', KEYS[1], 'owner', 'v', 'count')
+if f[1] ~= ARGV[1] then return 0 end
+if f[2] == '2' then return 1 end
+local n = redis.call('LLEN', KEYS[3])
+if n ~= tonumber(f[3]) then return 0 end
+local start = 0
+while start < n do
+  local chunk = redis.call('LRANGE', KEYS[3], start, start + 199)
+  local args = {}
+  for j, raw in ipairs(chunk) do
+    local p = string.find(raw, ',"content":', 1, true)
+    local q = string.find(raw, ',"sources":', 1, true)
+    if p and q and q > p then
+      raw = string.sub(raw, 1, p - 1) .. ',"sources":' .. string.sub(raw, q + 11, -2)
+        .. '\\n,"status":"completed"\\n,"token_count":null\\n,"data":{}\\n,"content":'
+        .. string.sub(raw, p + 11, q - 1) .. '}'
+    end
+    args[#args + 1] = start + j
+    args[#args + 1] = raw
+  end
+  if #args > 0 then redis.call('ZADD', KEYS[2], unpack(args)) end
+  start = start + 200
+end
+redis.call('DEL', KEYS[3])
+redis.call('HSET', KEYS[1], 'v', '2', 'seq', string.format('%d', n))
+local pttl = redis.call('PTTL', KEYS[1])
+if pttl > 0 and n > 0 then redis.call('PEXPIRE', KEYS[2], pttl) end
+return 1
+""",
+)
+
+# --------------------------------------------------------------------------------- messages
+
+# ARGV[7..]: max messages, idempotency key digest ('' none), fingerprint, k, then k message bodies
+# (``codec.message_body``: the stored message less its leading ``{"id":N,"created_at":T``).
+# Returns {first id, now, cidem|false} on append; {-4, stored messages} when the idempotency key was
+# seen before with these messages (nothing appended); {-1}, {-2}, {-3}, {-6} or {-9} (see the codes).
+# The hottest path: few commands, and the idempotency hash is renewed only when the meta hash's
+# ``idem`` flag says it exists.
+APPEND = LuaScript(
+    "append",
+    _SESSION
+    + """
+local k = tonumber(ARGV[10])
+if ARGV[8] ~= '' then
+  local prior = redis.call('HGET', KEYS[3], ARGV[8])
   if prior then
     local sp = string.find(prior, ' ', 1, true)
-    if string.sub(prior, 1, sp - 1) ~= ARGV[7] then return {-3} end
+    if string.sub(prior, 1, sp - 1) ~= ARGV[9] then return {-3} end
     -- Rewrite the same value: a write changing nothing, so that a WAIT after this replay covers the
     -- first call's append too (REPLICA_ACKS), even when that call's own WAIT timed out.
-    redis.call('HSET', KEYS[3], ARGV[6], prior)
-    return {-4, redis.call('LINDEX', KEYS[2], tonumber(string.sub(prior, sp + 1)) - 1)}
+    redis.call('HSET', KEYS[3], ARGV[8], prior)
+    local range = string.sub(prior, sp + 1)
+    local dash = string.find(range, '-', 1, true)
+    local first, last = range, range
+    if dash then first, last = string.sub(range, 1, dash - 1), string.sub(range, dash + 1) end
+    local found = redis.call('ZRANGE', KEYS[2], first, last, 'BYSCORE')
+    if #found ~= tonumber(last) - tonumber(first) + 1 then return {-6} end
+    return {-4, found}
   end
 end
-if n >= tonumber(ARGV[4]) then
-  if redis.call('LLEN', KEYS[2]) ~= n then return {-1} end
-  return {-2}
-end
-n = n + 1
+if count + k > tonumber(ARGV[7]) then return {-2} end
 """
-    + _NOW.format(ttl=3)
+    + _NOW
+    + _EMIT
     + """
-local id = string.format('%d', n)
-if redis.call('RPUSH', KEYS[2], '{"id":' .. id .. ',"created_at":' .. now .. ',' .. ARGV[2]) ~= n then
-  redis.call('RPOP', KEYS[2])
-  return {-1}
+local first = string.format('%d', seq + 1)
+for i = 1, k do
+  local id = string.format('%d', seq + i)
+  local raw = '{"id":' .. id .. ',"created_at":' .. now .. ARGV[10 + i]
+  redis.call('ZADD', KEYS[2], id, raw)
+  emit('c', id, raw)
 end
-if ARGV[6] then
-  redis.call('HSET', KEYS[3], ARGV[6], ARGV[7] .. ' ' .. id)
-  redis.call('HSET', KEYS[1], 'count', id, 'updated_at', now, 'idem', '1')
+local s, c = string.format('%d', seq + k), string.format('%d', count + k)
+if ARGV[8] ~= '' then
+  redis.call('HSET', KEYS[3], ARGV[8], ARGV[9] .. ' ' .. first .. '-' .. s)
+  redis.call('HSET', KEYS[1], 'count', c, 'seq', s, 'updated_at', now, 'expires_at', expires, 'idem', '1')
+  m[5] = '1'
 else
-  redis.call('HSET', KEYS[1], 'count', id, 'updated_at', now)
+  redis.call('HSET', KEYS[1], 'count', c, 'seq', s, 'updated_at', now, 'expires_at', expires)
 end
-redis.call('PEXPIREAT', KEYS[1], expires)
-redis.call('PEXPIREAT', KEYS[2], expires)
-if m[3] or ARGV[6] then redis.call('PEXPIREAT', KEYS[3], expires) end
 """
-    + _INDEX.format(n=4, sid=5)
+    + _TOUCH
     + """
-return {n, now}
-"""
+return {tonumber(first), now, m[6] or false}
+""",
 )
 
-# KEYS: meta, msgs, idem, [index]
-# ARGV: owner, ttl_ms, session_id, set_title ('0'/'1'), title, set_metadata ('0'/'1'), metadata
-# Returns {pttl, title, metadata, created_at, updated_at, count} or nil when not found.
-UPDATE = (
-    """
-local m0 = redis.call('HMGET', KEYS[1], 'owner', 'count')
-if m0[1] ~= ARGV[1] or redis.call('LLEN', KEYS[2]) ~= tonumber(m0[2]) then return false end
-"""
-    + _NOW.format(ttl=2)
+# ARGV[7..]: message id, then the new status, token count, data and content segments ('' keeps one)
+# Returns {1, the stored message, cidem|false, now}, or {-1}, {-5}, {-7}, {-9}.
+UPDATE_MESSAGE = LuaScript(
+    "update_message",
+    _SESSION
+    + _ONE
+    + _SPLIT
     + """
-if ARGV[4] == '1' then redis.call('HSET', KEYS[1], 'title', ARGV[5]) end
-if ARGV[6] == '1' then redis.call('HSET', KEYS[1], 'metadata', ARGV[7]) end
-redis.call('HSET', KEYS[1], 'updated_at', now)
-redis.call('PEXPIREAT', KEYS[1], expires)
-redis.call('PEXPIREAT', KEYS[2], expires)
-redis.call('PEXPIREAT', KEYS[3], expires)
+local seg = split(raw)
+if #seg ~= 5 then return {-7} end
+for j = 2, 5 do
+  if ARGV[6 + j] ~= '' then seg[j] = ARGV[6 + j] end
+end
+local new = table.concat(seg, '\\n')
+if new ~= raw then
+  redis.call('ZREM', KEYS[2], raw)
+  redis.call('ZADD', KEYS[2], ARGV[7], new)
+end
 """
-    + _INDEX.format(n=4, sid=3)
+    + _NOW
+    + _EMIT
     + """
-local m = redis.call('HMGET', KEYS[1], 'title', 'metadata', 'created_at', 'updated_at', 'count')
-table.insert(m, 1, redis.call('PTTL', KEYS[1]))
-return m
+redis.call('HSET', KEYS[1], 'updated_at', now, 'expires_at', expires)
+emit('u', ARGV[7], new)
 """
+    + _TOUCH
+    + """
+return {1, new, m[6] or false, now}
+""",
 )
 
-# KEYS: meta, msgs, idem, [index]   ARGV: owner, session_id
-DELETE = """
-if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
-if KEYS[4] then redis.call('ZREM', KEYS[4], ARGV[2]) end
-return 1
+# ARGV[7..]: message id, the text to append (JSON-escaped, without quotes), the most bytes the stored
+# content (escaped, with its quotes) may reach
+# Returns {1, the stored message, cidem|false, now}, or {-1}, {-5}, {-7}, {-8}, {-9}, {-10}.
+EXTEND_MESSAGE = LuaScript(
+    "extend_message",
+    _SESSION
+    + _ONE
+    + _SPLIT
+    + """
+local seg = split(raw)
+if #seg ~= 5 then return {-7} end
+if seg[2] ~= ',"status":"in_progress"' then return {-8} end
+if #seg[5] - 12 + #ARGV[8] > tonumber(ARGV[9]) then return {-10} end
+seg[5] = string.sub(seg[5], 1, -3) .. ARGV[8] .. '"}'
+local new = table.concat(seg, '\\n')
+redis.call('ZREM', KEYS[2], raw)
+redis.call('ZADD', KEYS[2], ARGV[7], new)
 """
-
-# KEYS: meta, msgs   ARGV: owner, LRANGE start ('' to read no messages), LRANGE stop, with details ('0'/'1'),
-#                          floor ('' or, for a window that ends before a message id, the lowest start allowed)
-# Returns {pttl, created_at, updated_at, count, title|false, metadata|false, messages|false} or nil.
-# Missing and another owner's session take the same path, so timing tells them apart no better than
-# the answer does.
-# A window ending before an id past the last message slides down to end at the last message (keeping
-# its width, never below the floor): "the newest N before 50" in a 10-message session is ids 10-N+1..10.
-READ = """
-local m = redis.call('HMGET', KEYS[1], 'owner', 'created_at', 'updated_at', 'count', 'title', 'metadata')
-if m[1] ~= ARGV[1] or redis.call('LLEN', KEYS[2]) ~= tonumber(m[4]) then return false end
-m[1] = redis.call('PTTL', KEYS[1])
-if ARGV[4] ~= '1' then m[5] = false; m[6] = false end
-m[7] = false
-if ARGV[2] ~= '' then
-  local start, stop = tonumber(ARGV[2]), tonumber(ARGV[3])
-  local last, floor = tonumber(m[4]) - 1, ARGV[5] or ''
-  if floor ~= '' and stop > last then
-    start = math.max(tonumber(floor), start - (stop - last))
-    stop = last
-  end
-  if floor ~= '' and stop < start then m[7] = {} else m[7] = redis.call('LRANGE', KEYS[2], start, stop) end
-end
-return m
+    + _NOW
+    + _EMIT
+    + """
+redis.call('HSET', KEYS[1], 'updated_at', now, 'expires_at', expires)
+emit('x', ARGV[7], ARGV[8])
 """
+    + _TOUCH
+    + """
+return {1, new, m[6] or false, now}
+""",
+)
 
-# KEYS: meta, msgs   ARGV: owner, LRANGE start, LRANGE stop
-# Returns the messages in that range (possibly none) or nil when not found. ``get_messages`` with a fixed
-# range (the newest N, or a page after a position): it skips what READ also fetches, and compares owners
-# before it reads a message, so another owner's session answers exactly like a missing one. A non-empty
-# window shows the list is there; only an empty one needs the length check that tells an evicted list
-# from a short one.
-WINDOW = """
+# ARGV[7]: message id.  Returns {1, cidem|false, now}, or {-1}, {-5}, {-9}.
+DELETE_MESSAGE = LuaScript(
+    "delete_message",
+    _SESSION
+    + """
+if redis.call('ZREMRANGEBYSCORE', KEYS[2], ARGV[7], ARGV[7]) == 0 then return {-5} end
+"""
+    + _NOW
+    + _EMIT
+    + """
+redis.call('HSET', KEYS[1], 'count', string.format('%d', count - 1), 'updated_at', now, 'expires_at', expires)
+emit('r', ARGV[7], '')
+"""
+    + _TOUCH
+    + """
+return {1, m[6] or false, now}
+""",
+)
+
+# ARGV[7]: after (remove every message with an id above it).  Returns {removed, cidem|false, now}, or
+# {-1}, {-9}.
+TRUNCATE = LuaScript(
+    "truncate",
+    _SESSION
+    + """
+local n = redis.call('ZREMRANGEBYSCORE', KEYS[2], '(' .. ARGV[7], '+inf')
+"""
+    + _NOW
+    + _EMIT
+    + """
+redis.call('HSET', KEYS[1], 'count', string.format('%d', count - n), 'updated_at', now, 'expires_at', expires)
+if n > 0 then emit('t', ARGV[7], string.format('%d', n)) end
+"""
+    + _TOUCH
+    + """
+return {n, m[6] or false, now}
+""",
+)
+
+# No ARGV of its own.  Returns {1, the removed message, cidem|false, now}, {0} when the session has no
+# message (nothing written), or {-1}, {-9}.
+POP = LuaScript(
+    "pop",
+    _SESSION
+    + """
+local top = redis.call('ZPOPMAX', KEYS[2])
+if not top[1] then return {0} end
+"""
+    + _NOW
+    + _EMIT
+    + """
+redis.call('HSET', KEYS[1], 'count', string.format('%d', count - 1), 'updated_at', now, 'expires_at', expires)
+emit('r', top[2], '')
+"""
+    + _TOUCH
+    + """
+return {1, top[1], m[6] or false, now}
+""",
+)
+
+# KEYS: meta, ev   ARGV: owner, after (a stream id), most entries
+# Returns the session's events after that id ({id, {field, value...}} each, oldest first) and the
+# oldest id still kept, or nil when the session is not there: what a reconnecting reader missed.
+EVENTS_SINCE = LuaScript(
+    "events_since",
+    NO_WRITES
+    + """
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return false end
-local r = redis.call('LRANGE', KEYS[2], ARGV[2], ARGV[3])
-if #r == 0 and redis.call('LLEN', KEYS[2]) ~= tonumber(redis.call('HGET', KEYS[1], 'count')) then
-  return false
+local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+local oldest = first[1] and first[1][1] or ''
+return {oldest, redis.call('XRANGE', KEYS[2], '(' .. ARGV[2], '+', 'COUNT', ARGV[3])}
+""",
+)
+
+# --------------------------------------------------------------------------------- operator tools
+
+# KEYS: meta, m, [index, mapping]
+# ARGV: owner, title, metadata, created_at, updated_at, count, ttl_ms, session id, mapping field,
+#       the stored messages (ids 1..count, in order)
+# Returns {1} written, {0, id} already imported (mapping has the source), {-1} the id is taken.
+IMPORT = LuaScript(
+    "import",
+    """
+if KEYS[4] then
+  local prior = redis.call('HGET', KEYS[4], ARGV[9])
+  if prior then return {0, prior} end
 end
-return r
-"""
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return {-1} end
+local t = redis.call('TIME')
+local expires = string.format('%d', t[1] * 1000 + math.floor(t[2] / 1000) + ARGV[7])
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'title', ARGV[2], 'metadata', ARGV[3],
+           'created_at', ARGV[4], 'updated_at', ARGV[5], 'count', ARGV[6], 'seq', ARGV[6], 'v', '2',
+           'expires_at', expires)
+redis.call('PEXPIREAT', KEYS[1], expires)
+local last = #ARGV
+local i = 10
+while i <= last do
+  local args = {}
+  local upto = math.min(i + 499, last)
+  for j = i, upto do
+    args[#args + 1] = j - 9
+    args[#args + 1] = ARGV[j]
+  end
+  redis.call('ZADD', KEYS[2], unpack(args))
+  i = upto + 1
+end
+if last >= 10 then redis.call('PEXPIREAT', KEYS[2], expires) end
+if KEYS[3] then
+  redis.call('ZADD', KEYS[3], 'GT', ARGV[5], ARGV[8])
+  local have = redis.call('PTTL', KEYS[3])
+  if have == -1 or have < tonumber(ARGV[7]) then redis.call('PEXPIRE', KEYS[3], ARGV[7]) end
+end
+if KEYS[4] then redis.call('HSET', KEYS[4], ARGV[9], ARGV[8]) end
+return {1}
+""",
+)
+
+# KEYS: source   ARGV: the value read.  Deletes the source only if nobody changed it since.
+DELETE_IF_UNCHANGED = LuaScript(
+    "delete_if_unchanged",
+    """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+""",
+)

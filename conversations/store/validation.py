@@ -7,6 +7,7 @@ nothing is encoded twice) or raises ``InvalidInput`` with a message a user can a
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import orjson
@@ -104,38 +105,96 @@ def title_value(title: Any, *, max_length: int) -> str:
     return title
 
 
-def role_value(role: Any, *, roles: tuple[str, ...]) -> str:
+def role_value(role: Any, *, roles: tuple[str, ...], field: str = "role") -> str:
     if not isinstance(role, str) or role not in roles:
-        raise InvalidInput(f"The role must be one of: {', '.join(roles)}.", field="role")
+        raise InvalidInput(f"The role must be one of: {', '.join(roles)}.", field=field)
     return role
 
 
-def content_value(content: Any, *, max_length: int) -> str:
+def content_value(content: Any, *, max_length: int, field: str = "content") -> str:
     if not isinstance(content, str):
-        raise InvalidInput("The content must be a string.", field="content")
+        raise InvalidInput(f"The {field.rsplit('.', 1)[-1]} must be a string.", field=field)
     if len(content) > max_length:
         raise InvalidInput(
-            f"The content is {len(content)} characters; the limit is {max_length}.", field="content"
+            f"The {field.rsplit('.', 1)[-1]} is {len(content)} characters; the limit is {max_length}.",
+            field=field,
         )
     return content
 
 
-def sources_bytes(sources: Any, *, max_sources: int, max_bytes: int, max_depth: int) -> bytes:
+def sources_bytes(
+    sources: Any, *, max_sources: int, max_bytes: int, max_depth: int, field: str = "sources"
+) -> bytes:
     if sources is None:
         return b"[]"
     if not isinstance(sources, list | tuple):
-        raise InvalidInput("Sources must be a list of JSON objects.", field="sources")
+        raise InvalidInput("Sources must be a list of JSON objects.", field=field)
     if len(sources) > max_sources:
-        raise InvalidInput(f"At most {max_sources} sources per message.", field="sources")
+        raise InvalidInput(f"At most {max_sources} sources per message.", field=field)
     if not all(isinstance(source, dict) for source in sources):
-        raise InvalidInput("Each source must be a JSON object.", field="sources")
-    check_json(list(sources), field="sources", max_depth=max_depth, max_bytes=max_bytes)
-    encoded = encode_json(list(sources), field="sources")
+        raise InvalidInput("Each source must be a JSON object.", field=field)
+    check_json(list(sources), field=field, max_depth=max_depth, max_bytes=max_bytes)
+    encoded = encode_json(list(sources), field=field)
     if len(encoded) > max_bytes:
         raise InvalidInput(
-            f"Sources are {len(encoded)} bytes encoded; the limit is {max_bytes}.", field="sources"
+            f"Sources are {len(encoded)} bytes encoded; the limit is {max_bytes}.", field=field
         )
     return encoded
+
+
+#: A message's ``status``: finished, still being written, or stopped early.
+STATUSES = ("completed", "in_progress", "incomplete")
+
+
+def status_value(status: Any, *, field: str = "status") -> str:
+    if not isinstance(status, str) or status not in STATUSES:
+        raise InvalidInput(f"The status must be one of: {', '.join(STATUSES)}.", field=field)
+    return status
+
+
+def data_bytes(data: Any, *, max_bytes: int, max_depth: int, field: str = "data") -> bytes:
+    """A message's free-form ``data`` object, encoded (None is the empty object)."""
+    if data is None:
+        return b"{}"
+    if not isinstance(data, dict):
+        raise InvalidInput("Data must be a JSON object.", field=field)
+    check_json(data, field=field, max_depth=max_depth, max_bytes=max_bytes)
+    encoded = encode_json(data, field=field)
+    if len(encoded) > max_bytes:
+        raise InvalidInput(f"Data is {len(encoded)} bytes encoded; the limit is {max_bytes}.", field=field)
+    return encoded
+
+
+MAX_TOKEN_COUNT = 2**53
+
+
+def token_count_value(value: Any, *, field: str = "token_count") -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOKEN_COUNT:
+        raise InvalidInput(
+            f"token_count must be an integer from 0 to {MAX_TOKEN_COUNT}, or null.", field=field
+        )
+    return int(value)
+
+
+#: The highest message id the store accepts as input (far above any session's).
+MAX_MESSAGE_ID = 2**40
+
+
+def message_id(value: Any, *, field: str = "message_id") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_MESSAGE_ID:
+        raise InvalidInput(f"{field} must be a message id (an integer from 1).", field=field)
+    return int(value)
+
+
+_EVENT_ID_RE = re.compile(r"\A[0-9]{1,20}-[0-9]{1,20}\Z")
+
+
+def event_id(value: Any, *, field: str = "last_event_id") -> str:
+    if not isinstance(value, str) or not _EVENT_ID_RE.match(value):
+        raise InvalidInput("An event id looks like 1764612896000-0.", field=field)
+    return value
 
 
 def idempotency_key_value(key: Any) -> str:
@@ -158,6 +217,6 @@ def positive_int(value: Any, *, field: str, maximum: int | None = None) -> int:
 
 
 def position(value: Any, *, field: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_MESSAGE_ID:
         raise InvalidInput(f"{field} must be a message id (an integer ≥ 0).", field=field)
     return int(value)
