@@ -7,7 +7,6 @@ an acknowledged append survives the promotion of that replica.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import uuid
@@ -20,28 +19,15 @@ import redis
 from conversations.checks import check_settings
 from conversations.exceptions import StoreUnavailable
 from conversations.store import ConversationStore, Message, get_store
-from tests.conftest import IN_CI
-from tests.redis_server import REDIS_SERVER
-from tests.redis_servers import LocalSentinel, wait_until
+from tests.redis_servers import (
+    LocalSentinel,
+    local_sentinel,  # noqa: F401  (the module-scoped ``topology`` fixture)
+    wait_until,
+)
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 OWNER = "user:sentinel"
-
-
-@pytest.fixture(scope="module")
-def topology() -> Iterator[LocalSentinel]:
-    if not os.path.exists(REDIS_SERVER):
-        message = f"{REDIS_SERVER} is not installed"
-        if IN_CI:
-            pytest.fail(message + " (CI=true: real-Redis tests never skip)", pytrace=False)
-        pytest.skip(message)
-    # A service name of its own: django-redis caches connection pools per LOCATION, process-wide.
-    setup = LocalSentinel(f"ct-{uuid.uuid4().hex[:10]}")
-    try:
-        yield setup.start()
-    finally:
-        setup.close()
 
 
 @pytest.fixture
