@@ -84,6 +84,18 @@ class LocalCluster:
     def urls(self) -> list[str]:
         return [f"redis://127.0.0.1:{node.port}/0" for node in self.nodes]
 
+    def cache_config(self) -> dict[str, Any]:
+        """A CACHES entry on this cluster through ``ClusterClient``, as the README's Deployment shows."""
+        return {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": self.urls,
+            "OPTIONS": {
+                "CLIENT_CLASS": "conversations.clients.ClusterClient",
+                "SOCKET_CONNECT_TIMEOUT": 2,
+                "SOCKET_TIMEOUT": 5,
+            },
+        }
+
     def start(self) -> LocalCluster:
         for node in self.nodes:
             node.start()
@@ -171,6 +183,20 @@ class LocalSentinel:
                 what="the replica to finish its first sync",
             )
         return self
+
+    def cache_config(self) -> dict[str, Any]:
+        """A django-redis CACHES entry through this sentinel, as the README's Deployment shows."""
+        return {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": f"redis://{self.service}/0",
+            "OPTIONS": {
+                "CLIENT_CLASS": "django_redis.client.SentinelClient",
+                "CONNECTION_FACTORY": "django_redis.pool.SentinelConnectionFactory",
+                "SENTINELS": [("127.0.0.1", self.port)],
+                "SOCKET_CONNECT_TIMEOUT": 1,
+                "SOCKET_TIMEOUT": 2,
+            },
+        }
 
     def admin(self) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5, decode_responses=True)

@@ -354,20 +354,7 @@ def test_a_frozen_redis_times_out_once_and_the_command_is_never_sent_again(
 
 @pytest.mark.slow
 def test_sentinel_configuration_reaches_the_primary(settings: Any, topology: LocalSentinel) -> None:
-    alias = use_cache(
-        settings,
-        {  # as tests/test_sentinel.py and the README configure it
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": f"redis://{topology.service}/0",
-            "OPTIONS": {
-                "CLIENT_CLASS": "django_redis.client.SentinelClient",
-                "CONNECTION_FACTORY": "django_redis.pool.SentinelConnectionFactory",
-                "SENTINELS": [("127.0.0.1", topology.port)],
-                "SOCKET_CONNECT_TIMEOUT": 1,
-                "SOCKET_TIMEOUT": 2,
-            },
-        },
-    )
+    alias = use_cache(settings, topology.cache_config())  # as tests/test_sentinel.py configures it
     key = f"ct-{uuid.uuid4().hex[:8]}"
 
     async def use() -> Any:
@@ -382,18 +369,7 @@ def test_sentinel_configuration_reaches_the_primary(settings: Any, topology: Loc
 
 @pytest.mark.slow
 def test_cluster_configuration_runs_commands_on_every_slot(settings: Any, cluster: LocalCluster) -> None:
-    alias = use_cache(
-        settings,
-        {  # as tests/test_cluster.py and the README configure it
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": cluster.urls,
-            "OPTIONS": {
-                "CLIENT_CLASS": "conversations.clients.ClusterClient",
-                "SOCKET_CONNECT_TIMEOUT": 2,
-                "SOCKET_TIMEOUT": 5,
-            },
-        },
-    )
+    alias = use_cache(settings, cluster.cache_config())  # as tests/test_cluster.py configures it
     prefix = f"ct-{uuid.uuid4().hex[:8]}"
     keys = [f"{prefix}:{{{i}}}" for i in range(12)]  # twelve hash tags: spread over the slots
 

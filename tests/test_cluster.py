@@ -42,18 +42,7 @@ pytestmark = pytest.mark.redis
 def cluster_alias(settings: Any, cluster: LocalCluster) -> str:
     """A django-redis cache on the cluster via ``ClusterClient``, and CONVERSATIONS pointing at it."""
     alias = f"cluster-{uuid.uuid4().hex[:8]}"
-    settings.CACHES = {
-        **settings.CACHES,
-        alias: {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": cluster.urls,
-            "OPTIONS": {
-                "CLIENT_CLASS": "conversations.clients.ClusterClient",
-                "SOCKET_CONNECT_TIMEOUT": 2,
-                "SOCKET_TIMEOUT": 5,
-            },
-        },
-    }
+    settings.CACHES = {**settings.CACHES, alias: cluster.cache_config()}
     settings.CONVERSATIONS = {"CACHE_ALIAS": alias, "KEY_PREFIX": f"ct-{uuid.uuid4().hex[:10]}"}
     return alias
 

@@ -36,20 +36,7 @@ def sentinel_store(settings: Any, topology: LocalSentinel) -> Iterator[Conversat
     from django_redis.pool import ConnectionFactory
 
     alias = f"sentinel-{uuid.uuid4().hex[:8]}"
-    settings.CACHES = {
-        **settings.CACHES,
-        alias: {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": f"redis://{topology.service}/0",
-            "OPTIONS": {
-                "CLIENT_CLASS": "django_redis.client.SentinelClient",
-                "CONNECTION_FACTORY": "django_redis.pool.SentinelConnectionFactory",
-                "SENTINELS": [("127.0.0.1", topology.port)],
-                "SOCKET_CONNECT_TIMEOUT": 1,
-                "SOCKET_TIMEOUT": 2,
-            },
-        },
-    }
+    settings.CACHES = {**settings.CACHES, alias: topology.cache_config()}
     settings.CONVERSATIONS = {
         "CACHE_ALIAS": alias,
         "KEY_PREFIX": f"ct-{uuid.uuid4().hex[:8]}",
