@@ -17,7 +17,8 @@ conversations.E011     ``SentinelClient`` without ``SentinelConnectionFactory`` 
 conversations.E012     a ``ClusterClient`` cache whose ``LOCATION`` is not a list of node URLs
 conversations.E013     ``REPLICA_ACKS`` is not an integer >= 0 or ``REPLICA_ACK_TIMEOUT`` not > 0
 conversations.E014     ``REPLICA_ACKS`` > 0 on a Redis Cluster (not supported)
-conversations.E020     ``EVENT_HISTORY`` is not an integer >= 0
+conversations.E015     ``ASYNC_CLIENT_FACTORY`` does not import as a callable
+conversations.E016     ``EVENT_HISTORY`` is not an integer >= 0
 conversations.W001     ``CONVERSATIONS`` has a key this app does not know (a typo?)
 conversations.W002     the cache has no socket timeout: an unreachable Redis would hang requests
 conversations.W003     ``REPLICA_ACK_TIMEOUT`` is not shorter than the cache's socket timeout
@@ -108,7 +109,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         errors.append(
             Error(
                 "CONVERSATIONS['EVENT_HISTORY'] must be an integer >= 0 (0 turns live events off).",
-                id="conversations.E020",
+                id="conversations.E016",
             )
         )
     roles = raw.get("ROLES", DEFAULTS["ROLES"])
@@ -128,22 +129,22 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         errors.append(
             Error("CONVERSATIONS['ALLOW_ANONYMOUS'] must be True or False.", id="conversations.E008")
         )
-    for name in ("OWNER_RESOLVER", "CLIENT_FACTORY"):
+    for name, check_id in (
+        ("OWNER_RESOLVER", "conversations.E009"),
+        ("CLIENT_FACTORY", "conversations.E009"),
+        ("ASYNC_CLIENT_FACTORY", "conversations.E015"),
+    ):
         path = raw.get(name, DEFAULTS[name])
-        if path is None and name == "CLIENT_FACTORY":
+        if path is None and name != "OWNER_RESOLVER":
             continue
         try:
             target = import_string(path) if isinstance(path, str) else None
         except ImportError as exc:
-            errors.append(
-                Error(f"CONVERSATIONS[{name!r}] could not be imported: {exc}", id="conversations.E009")
-            )
+            errors.append(Error(f"CONVERSATIONS[{name!r}] could not be imported: {exc}", id=check_id))
             continue
         if not callable(target):
             errors.append(
-                Error(
-                    f"CONVERSATIONS[{name!r}] must be the dotted path of a callable.", id="conversations.E009"
-                )
+                Error(f"CONVERSATIONS[{name!r}] must be the dotted path of a callable.", id=check_id)
             )
     return errors
 

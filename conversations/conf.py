@@ -24,6 +24,9 @@ DEFAULTS: dict[str, Any] = {
     "CACHE_ALIAS": "default",
     # Dotted path to a callable ``(alias: str) -> redis client``; None uses django-redis's client.
     "CLIENT_FACTORY": None,
+    # Dotted path to a callable ``(alias: str) -> redis.asyncio client``, called once per event loop;
+    # None builds the async client from the same CACHES entry.
+    "ASYNC_CLIENT_FACTORY": None,
     # Prefix of every key the store writes (no braces, no whitespace).
     "KEY_PREFIX": "conversations",
     # Sliding expiry of a whole session, in seconds.
@@ -80,6 +83,11 @@ class ConversationsSettings:
     @property
     def CLIENT_FACTORY(self) -> str | None:
         value = self.get("CLIENT_FACTORY")
+        return None if value is None else str(value)
+
+    @property
+    def ASYNC_CLIENT_FACTORY(self) -> str | None:
+        value = self.get("ASYNC_CLIENT_FACTORY")
         return None if value is None else str(value)
 
     @property

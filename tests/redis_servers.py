@@ -4,20 +4,27 @@ Every process runs on free loopback ports, in its own temporary directory, witho
 stopped by ``close()`` (the fixtures call it in a finalizer, so also when a test fails). One server
 process is a ``tests.redis_server.PrivateRedis``; this module only wires several of them together.
 Nothing here touches the shared Redis on 6379.
+
+The module-scoped fixtures ``cluster`` and ``topology`` (a Sentinel) are shared by the test modules that
+import them (``from tests.redis_servers import local_cluster``): each module gets its own topology.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 
+from tests.conftest import IN_CI
 from tests.redis_server import REDIS_SERVER, PrivateRedis, free_port
 
 REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
@@ -76,6 +83,18 @@ class LocalCluster:
     @property
     def urls(self) -> list[str]:
         return [f"redis://127.0.0.1:{node.port}/0" for node in self.nodes]
+
+    def cache_config(self) -> dict[str, Any]:
+        """A CACHES entry on this cluster through ``ClusterClient``, as the README's Deployment shows."""
+        return {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": self.urls,
+            "OPTIONS": {
+                "CLIENT_CLASS": "conversations.clients.ClusterClient",
+                "SOCKET_CONNECT_TIMEOUT": 2,
+                "SOCKET_TIMEOUT": 5,
+            },
+        }
 
     def start(self) -> LocalCluster:
         for node in self.nodes:
@@ -165,6 +184,20 @@ class LocalSentinel:
             )
         return self
 
+    def cache_config(self) -> dict[str, Any]:
+        """A django-redis CACHES entry through this sentinel, as the README's Deployment shows."""
+        return {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": f"redis://{self.service}/0",
+            "OPTIONS": {
+                "CLIENT_CLASS": "django_redis.client.SentinelClient",
+                "CONNECTION_FACTORY": "django_redis.pool.SentinelConnectionFactory",
+                "SENTINELS": [("127.0.0.1", self.port)],
+                "SOCKET_CONNECT_TIMEOUT": 1,
+                "SOCKET_TIMEOUT": 2,
+            },
+        }
+
     def admin(self) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5, decode_responses=True)
 
@@ -202,3 +235,36 @@ class LocalSentinel:
         self.primary.close()
         self.replica.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _require(*tools: str) -> None:
+    """Skip (fail under CI=true: real-Redis tests never skip) when a Redis binary is missing."""
+    missing = [tool for tool in tools if not shutil.which(tool) and not os.path.exists(tool)]
+    if missing:
+        message = f"{', '.join(missing)} not installed"
+        if IN_CI:
+            pytest.fail(message + " (CI=true: real-Redis tests never skip)", pytrace=False)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="module", name="cluster")
+def local_cluster() -> Iterator[LocalCluster]:
+    """A local 3-primary Redis Cluster for the importing test module."""
+    _require(REDIS_SERVER, REDIS_CLI)
+    local = LocalCluster(primaries=3)
+    try:
+        yield local.start()
+    finally:
+        local.close()
+
+
+@pytest.fixture(scope="module", name="topology")
+def local_sentinel() -> Iterator[LocalSentinel]:
+    """A local primary, replica and sentinel for the importing test module."""
+    _require(REDIS_SERVER)
+    # A service name of its own: django-redis caches connection pools per LOCATION, process-wide.
+    setup = LocalSentinel(f"ct-{uuid.uuid4().hex[:10]}")
+    try:
+        yield setup.start()
+    finally:
+        setup.close()

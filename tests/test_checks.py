@@ -107,6 +107,14 @@ def test_e009_resolver_or_factory_not_callable(settings: Any, name: str, path: s
     assert name in messages[0].msg
 
 
+@pytest.mark.parametrize("path", ["no.such.module", "conversations.conf.DEFAULTS", 42])
+def test_e015_async_client_factory_not_callable(settings: Any, path: Any) -> None:
+    settings.CONVERSATIONS = {"ASYNC_CLIENT_FACTORY": path}
+    messages = check_settings()
+    assert ids(messages) == ["conversations.E015"]
+    assert "ASYNC_CLIENT_FACTORY" in messages[0].msg
+
+
 def test_w001_unknown_key(settings: Any) -> None:
     settings.CONVERSATIONS = {"SESION_TTL": 60}
     messages = check_settings()

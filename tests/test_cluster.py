@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import threading
 import time
 import uuid
@@ -30,47 +28,21 @@ from conversations.checks import check_settings
 from conversations.exceptions import SessionNotFound, StoreUnavailable
 from conversations.store import ConversationStore, StoreConfig, get_store, new_session_id
 from tests import test_store, test_store_redis
-from tests.conftest import IN_CI
 from tests.factories import seed_value
-from tests.redis_server import REDIS_SERVER
-from tests.redis_servers import REDIS_CLI, LocalCluster, wait_until
+from tests.redis_servers import (
+    LocalCluster,
+    local_cluster,  # noqa: F401  (the module-scoped ``cluster`` fixture)
+    wait_until,
+)
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    missing = [
-        tool for tool in (REDIS_SERVER, REDIS_CLI) if not shutil.which(tool) and not os.path.exists(tool)
-    ]
-    if missing:
-        message = f"{', '.join(missing)} not installed"
-        if IN_CI:
-            pytest.fail(message + " (CI=true: real-Redis tests never skip)", pytrace=False)
-        pytest.skip(message)
-    local = LocalCluster(primaries=3)
-    try:
-        yield local.start()
-    finally:
-        local.close()
 
 
 @pytest.fixture
 def cluster_alias(settings: Any, cluster: LocalCluster) -> str:
     """A django-redis cache on the cluster via ``ClusterClient``, and CONVERSATIONS pointing at it."""
     alias = f"cluster-{uuid.uuid4().hex[:8]}"
-    settings.CACHES = {
-        **settings.CACHES,
-        alias: {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": cluster.urls,
-            "OPTIONS": {
-                "CLIENT_CLASS": "conversations.clients.ClusterClient",
-                "SOCKET_CONNECT_TIMEOUT": 2,
-                "SOCKET_TIMEOUT": 5,
-            },
-        },
-    }
+    settings.CACHES = {**settings.CACHES, alias: cluster.cache_config()}
     settings.CONVERSATIONS = {"CACHE_ALIAS": alias, "KEY_PREFIX": f"ct-{uuid.uuid4().hex[:10]}"}
     return alias
 

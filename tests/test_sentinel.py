@@ -7,7 +7,6 @@ an acknowledged append survives the promotion of that replica.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import uuid
@@ -20,28 +19,15 @@ import redis
 from conversations.checks import check_settings
 from conversations.exceptions import StoreUnavailable
 from conversations.store import ConversationStore, Message, get_store
-from tests.conftest import IN_CI
-from tests.redis_server import REDIS_SERVER
-from tests.redis_servers import LocalSentinel, wait_until
+from tests.redis_servers import (
+    LocalSentinel,
+    local_sentinel,  # noqa: F401  (the module-scoped ``topology`` fixture)
+    wait_until,
+)
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 OWNER = "user:sentinel"
-
-
-@pytest.fixture(scope="module")
-def topology() -> Iterator[LocalSentinel]:
-    if not os.path.exists(REDIS_SERVER):
-        message = f"{REDIS_SERVER} is not installed"
-        if IN_CI:
-            pytest.fail(message + " (CI=true: real-Redis tests never skip)", pytrace=False)
-        pytest.skip(message)
-    # A service name of its own: django-redis caches connection pools per LOCATION, process-wide.
-    setup = LocalSentinel(f"ct-{uuid.uuid4().hex[:10]}")
-    try:
-        yield setup.start()
-    finally:
-        setup.close()
 
 
 @pytest.fixture
@@ -50,20 +36,7 @@ def sentinel_store(settings: Any, topology: LocalSentinel) -> Iterator[Conversat
     from django_redis.pool import ConnectionFactory
 
     alias = f"sentinel-{uuid.uuid4().hex[:8]}"
-    settings.CACHES = {
-        **settings.CACHES,
-        alias: {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": f"redis://{topology.service}/0",
-            "OPTIONS": {
-                "CLIENT_CLASS": "django_redis.client.SentinelClient",
-                "CONNECTION_FACTORY": "django_redis.pool.SentinelConnectionFactory",
-                "SENTINELS": [("127.0.0.1", topology.port)],
-                "SOCKET_CONNECT_TIMEOUT": 1,
-                "SOCKET_TIMEOUT": 2,
-            },
-        },
-    }
+    settings.CACHES = {**settings.CACHES, alias: topology.cache_config()}
     settings.CONVERSATIONS = {
         "CACHE_ALIAS": alias,
         "KEY_PREFIX": f"ct-{uuid.uuid4().hex[:8]}",
