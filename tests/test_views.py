@@ -843,11 +843,6 @@ def test_options_describes_the_forms(api: APIClient) -> None:
 def test_the_conversations_scope_throttles_with_retry_after(
     api: APIClient, settings: Any, key_prefix: str, index: int
 ) -> None:
-    # The throttle counts in the default cache: give it this test's key prefix so it is cleaned up.
-    settings.CACHES = {
-        **settings.CACHES,
-        "default": {**settings.CACHES["default"], "KEY_PREFIX": key_prefix},
-    }
     session = create_session(api)
     settings.REST_FRAMEWORK = {
         **settings.REST_FRAMEWORK,
@@ -862,19 +857,44 @@ def test_the_conversations_scope_throttles_with_retry_after(
     assert 0 < int(response["Retry-After"]) <= 60
 
 
+def test_the_throttle_counts_each_user_apart_under_the_key_prefix(
+    api: APIClient, bob_api: APIClient, settings: Any, key_prefix: str, redis_client: Any
+) -> None:
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"conversations": "3/min"}}
+
+    alice_statuses = [api.get(SESSIONS).status_code for _ in range(5)]
+    bob_statuses = [bob_api.get(SESSIONS).status_code for _ in range(2)]
+
+    assert alice_statuses == [200, 200, 200, 429, 429]
+    assert bob_statuses == [200, 200]
+    counters = sorted(redis_client.scan_iter(match=f"{key_prefix}:t:*"))
+    assert len(counters) == 2  # one per user, with a TTL of at most the window
+    assert all(0 < redis_client.pttl(key) <= 60_000 for key in counters)
+    assert sorted(int(redis_client.get(key)) for key in counters) == [2, 3]
+
+
 def test_without_a_rate_nothing_is_throttled(api: APIClient) -> None:
     for _ in range(30):
         assert api.get(SESSIONS).status_code == 200
 
 
-def test_an_unreachable_throttle_cache_is_a_503(api: APIClient, settings: Any, key_prefix: str) -> None:
+def test_the_throttle_does_not_use_the_default_cache(api: APIClient, settings: Any, key_prefix: str) -> None:
     settings.CACHES = {
         "default": settings.CACHES["unreachable"],
         "store": settings.CACHES["default"],
         "unreachable": settings.CACHES["unreachable"],
     }
     settings.CONVERSATIONS = {**settings.CONVERSATIONS, "CACHE_ALIAS": "store"}
-    assert api.get(SESSIONS).status_code == 200  # no rate set: the cache is not asked
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"conversations": "5/min"},
+    }
+
+    assert api.get(SESSIONS).status_code == 200  # counted in the store's Redis
+
+
+def test_an_unreachable_throttle_redis_is_a_503(api: APIClient, settings: Any) -> None:
+    settings.CONVERSATIONS = {**settings.CONVERSATIONS, "CACHE_ALIAS": "unreachable"}
     settings.REST_FRAMEWORK = {
         **settings.REST_FRAMEWORK,
         "DEFAULT_THROTTLE_RATES": {"conversations": "5/min"},
