@@ -22,14 +22,18 @@ conversations.E016     ``EVENT_HISTORY`` is not an integer >= 0
 conversations.W001     ``CONVERSATIONS`` has a key this app does not know (a typo?)
 conversations.W002     the cache has no socket timeout: an unreachable Redis would hang requests
 conversations.W003     ``REPLICA_ACK_TIMEOUT`` is not shorter than the cache's socket timeout
+conversations.W004     the store's client may send a timed-out write again (``retry``/``retry_on_timeout`` in
+                       the cache's OPTIONS, or a ``CLIENT_FACTORY`` on a redis-py whose default retries)
 =====================  ======================================================================================
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
+import redis
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.utils.module_loading import import_string
@@ -273,6 +277,85 @@ def _check_socket_timeout(
     return []
 
 
+@register(Tags.compatibility)
+def check_write_retries(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """W004: a client that sends a timed-out command again can run a write twice (the first attempt
+    may have reached Redis), and a create or append without an idempotency key then happens twice."""
+    raw = getattr(settings, "CONVERSATIONS", {})
+    if not isinstance(raw, Mapping):
+        return []  # E001
+    alias = raw.get("CACHE_ALIAS", DEFAULTS["CACHE_ALIAS"])
+    hint = (
+        "Let the app see the failure (StoreUnavailable, HTTP 503) and retry with an idempotency key: pass "
+        "retry=Retry(NoBackoff(), 0) (redis.retry, redis.backoff) and leave retry_on_timeout off."
+    )
+    if raw.get("CLIENT_FACTORY") is not None:
+        defaults = _default_retries()
+        if not defaults:
+            return []
+        return [
+            Warning(
+                f"CONVERSATIONS['CLIENT_FACTORY'] builds the store's client itself, and redis-py "
+                f"{redis.__version__}'s redis.Redis retries a failed command {defaults} times unless told "
+                "otherwise, so a write that timed out may run again.",
+                hint=hint + " Once the factory does, silence this with SILENCED_SYSTEM_CHECKS.",
+                id="conversations.W004",
+            )
+        ]
+    cache = getattr(settings, "CACHES", {}).get(alias)
+    if not isinstance(cache, Mapping):
+        return []  # E002
+    options = cache.get("OPTIONS") or {}
+    if cache.get("BACKEND") == DJANGO_BUILTIN_BACKEND:
+        places = {"OPTIONS": options}  # handed to redis-py's connection pool as they are
+    else:
+        places = {
+            f"OPTIONS[{name!r}]": options.get(name) or {}
+            for name in ("REDIS_CLIENT_KWARGS", "CONNECTION_POOL_KWARGS", "CLUSTER_KWARGS")
+        }
+    found = [
+        f"{place} sets {setting}"
+        for place, kwargs in places.items()
+        if isinstance(kwargs, Mapping)
+        for setting in _retrying_settings(kwargs)
+    ]
+    if not found:
+        return []
+    return [
+        Warning(
+            f"The cache {alias!r} makes the store's client retry: {'; '.join(found)}. A write that timed "
+            "out may already have run, so running it again can apply it twice.",
+            hint=hint,
+            id="conversations.W004",
+        )
+    ]
+
+
+def _retries(retry: Any) -> int:
+    """How many times a redis-py ``Retry`` sends a command again (0 for None or no ``Retry``)."""
+    count = getattr(retry, "_retries", 0)
+    return count if isinstance(count, int) and not isinstance(count, bool) else 0
+
+
+def _default_retries() -> int:
+    """The retries of ``redis.Redis(...)`` built without ``retry=`` (10 on redis-py 8, 0 on 5)."""
+    parameter = inspect.signature(redis.Redis.__init__).parameters.get("retry")
+    return _retries(parameter.default) if parameter is not None else 0
+
+
+def _retrying_settings(kwargs: Mapping[str, Any]) -> list[str]:
+    found = []
+    retry = kwargs.get("retry")
+    if _retries(retry):
+        found.append(f"retry (a Retry of {_retries(retry)} retries)")
+    if kwargs.get("retry_on_timeout"):
+        found.append("retry_on_timeout=True")
+    attempts = kwargs.get("cluster_error_retry_attempts")
+    if isinstance(attempts, int) and attempts > 0:
+        found.append(f"cluster_error_retry_attempts={attempts}")
+    return found
+
+
 def _check_replication(raw: Mapping[str, Any]) -> list[CheckMessage]:
     acks = raw.get("REPLICA_ACKS", DEFAULTS["REPLICA_ACKS"])
     timeout = raw.get("REPLICA_ACK_TIMEOUT", DEFAULTS["REPLICA_ACK_TIMEOUT"])
@@ -305,4 +388,4 @@ def _is_positive_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
 
 
-__all__ = ["check_settings"]
+__all__ = ["check_settings", "check_write_retries"]

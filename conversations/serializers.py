@@ -9,14 +9,76 @@ built, so that the browsable API's forms and the OpenAPI schema show them.
 
 from __future__ import annotations
 
+import re
+from datetime import UTC
 from typing import Any
 
 from django.core.validators import ProhibitNullCharactersValidator
 from django.utils.translation import gettext_lazy as _
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
+from drf_spectacular.plumbing import ResolvedComponent
 from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from .store import store_config
+
+# The store's bounds on integers inside metadata and sources (JSON that fits a 64-bit integer).
+JSON_INT_MIN = -(2**63)
+JSON_INT_MAX = 2**64 - 1
+
+# Query-string integers: ASCII digits only. Python's int() (and so DRF's IntegerField) also takes
+# " 5", "1_0" and other scripts' digits (fullwidth ones, say), none of which a client means as a number.
+_ASCII_INTEGER = re.compile(r"-?[0-9]{1,20}")
+
+# What a JSON value is called in an error message (the body is JSON; Python's names mean nothing there).
+_JSON_TYPE_NAMES: tuple[tuple[type, Any], ...] = (
+    (bool, _("a boolean")),
+    (int, _("a number")),
+    (float, _("a number")),
+    (list, _("a list")),
+    (dict, _("an object")),
+)
+
+
+def json_type_name(value: Any) -> str:
+    for kind, name in _JSON_TYPE_NAMES:
+        if isinstance(value, kind):
+            return str(name)
+    return type(value).__name__
+
+
+class UTCTimeField(serializers.DateTimeField):
+    """A time in UTC with milliseconds, always the same shape: ``2026-12-01T19:34:56.000Z``.
+
+    The store keeps milliseconds, so nothing is lost. DRF's own format drops the fraction when a time
+    falls on a whole second (one in a thousand), which trips clients that parse one fixed shape.
+    """
+
+    def to_representation(self, value: Any) -> Any:
+        if value is None or isinstance(value, str):  # nothing to render, or already rendered
+            return value
+        moment = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class StringChoiceField(serializers.ChoiceField):
+    """A choice among strings; another JSON type is named, not printed as Python (``"['user']"``)."""
+
+    default_error_messages = {"not_a_string": _("Expected a string, got {type}.")}
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, str):
+            self.fail("not_a_string", type=json_type_name(data))
+        return super().to_internal_value(data)
+
+
+class ASCIIIntegerField(serializers.IntegerField):
+    """An integer; written in a query string or form, only as ASCII digits (with an optional minus)."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, str) and not _ASCII_INTEGER.fullmatch(data):
+            self.fail("invalid")
+        return super().to_internal_value(data)
 
 
 class JSONInputField(serializers.JSONField):
@@ -36,24 +98,75 @@ class TextField(serializers.CharField):
     databases, which play no part here); lone surrogates are still refused, since no UTF-8 can hold them.
     """
 
+    default_error_messages = {"not_a_string": _("Expected a string, got {type}.")}
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.validators = [v for v in self.validators if not isinstance(v, ProhibitNullCharactersValidator)]
 
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):
-            self.fail("invalid")
+            self.fail("not_a_string", type=json_type_name(data))
         return super().to_internal_value(data)
 
 
-@extend_schema_field({"type": "object", "additionalProperties": {}})
 class MetadataField(JSONInputField):
     """Free-form JSON object kept with a session."""
 
 
-@extend_schema_field({"type": "array", "items": {"type": "object", "additionalProperties": {}}})
 class SourcesField(JSONInputField):
     """Citations of a message: a list of JSON objects (for example ``{"url": ..., "title": ...}``)."""
+
+
+# Any JSON value, with the store's integer bounds stated where a schema-driven client can see them: a
+# generator given ``{}`` sends integers of any size, which the store refuses. (``number`` excludes the
+# integers, or the integer bounds would bind nothing.) Nesting depth and encoded size are in words.
+JSON_VALUE_COMPONENT = "JSONValue"
+JSON_VALUE_SCHEMA: dict[str, Any] = {
+    "description": f"Any JSON value; integers from {JSON_INT_MIN} to {JSON_INT_MAX} (64 bits).",
+    "anyOf": [
+        {"type": "string", "nullable": True},
+        {"type": "boolean"},
+        {"type": "integer", "minimum": JSON_INT_MIN, "maximum": JSON_INT_MAX},
+        {"type": "number", "not": {"type": "integer"}},
+        {"type": "array", "items": {"$ref": f"#/components/schemas/{JSON_VALUE_COMPONENT}"}},
+        {
+            "type": "object",
+            "additionalProperties": {"$ref": f"#/components/schemas/{JSON_VALUE_COMPONENT}"},
+        },
+    ],
+}
+
+
+def _json_value(auto_schema: Any) -> dict[str, str]:
+    """A reference to the ``JSONValue`` component, registered on first use. A component, since JSON
+    nests: a schema says "at any depth" only by referring to itself."""
+    component = ResolvedComponent(  # type: ignore[no-untyped-call]
+        name=JSON_VALUE_COMPONENT,
+        type=ResolvedComponent.SCHEMA,
+        object=JSON_VALUE_COMPONENT,
+        schema=JSON_VALUE_SCHEMA,
+    )
+    auto_schema.registry.register_on_missing(component)
+    ref: dict[str, str] = component.ref
+    return ref
+
+
+class _MetadataFieldSchema(OpenApiSerializerFieldExtension):  # type: ignore[no-untyped-call]
+    target_class = MetadataField
+
+    def map_serializer_field(self, auto_schema: Any, direction: Any) -> dict[str, Any]:
+        return {"type": "object", "additionalProperties": _json_value(auto_schema)}
+
+
+class _SourcesFieldSchema(OpenApiSerializerFieldExtension):  # type: ignore[no-untyped-call]
+    target_class = SourcesField
+
+    def map_serializer_field(self, auto_schema: Any, direction: Any) -> dict[str, Any]:
+        return {
+            "type": "array",
+            "items": {"type": "object", "additionalProperties": _json_value(auto_schema)},
+        }
 
 
 class MessageSerializer(serializers.Serializer[Any]):
@@ -63,7 +176,7 @@ class MessageSerializer(serializers.Serializer[Any]):
     role = serializers.CharField(read_only=True)
     content = serializers.CharField(read_only=True)
     sources = SourcesField(read_only=True)
-    created_at = serializers.DateTimeField(read_only=True)
+    created_at = UTCTimeField(read_only=True)
 
 
 class MessageCreateSerializer(serializers.Serializer[Any]):
@@ -74,7 +187,7 @@ class MessageCreateSerializer(serializers.Serializer[Any]):
         # store's cached configuration, so the API and the store enforce the very same values).
         cfg = store_config()
         return {
-            "role": serializers.ChoiceField(choices=list(cfg.roles), help_text=_("Who wrote the message.")),
+            "role": StringChoiceField(choices=list(cfg.roles), help_text=_("Who wrote the message.")),
             # Kept exactly as sent: no trimming, and an empty message (a tool's, say) is allowed.
             "content": TextField(
                 allow_blank=True,
@@ -102,9 +215,9 @@ class SessionSerializer(serializers.Serializer[Any]):
     id = serializers.CharField(read_only=True)
     title = serializers.CharField(read_only=True)
     metadata = MetadataField(read_only=True)
-    created_at = serializers.DateTimeField(read_only=True)
-    updated_at = serializers.DateTimeField(read_only=True)
-    expires_at = serializers.DateTimeField(
+    created_at = UTCTimeField(read_only=True)
+    updated_at = UTCTimeField(read_only=True)
+    expires_at = UTCTimeField(
         read_only=True, allow_null=True, help_text=_("When the session expires unless written to again.")
     )
     message_count = serializers.IntegerField(read_only=True)
@@ -142,17 +255,46 @@ class SessionWriteSerializer(serializers.Serializer[Any]):
         }
 
 
-class PageQuerySerializer(serializers.Serializer[Any]):
-    """The query string of a paginated listing."""
+# Cursors are URL-safe base64 without padding: of "<activity ms>.<session id>" for sessions (24 bytes
+# at least, starting with a digit: "M", "N" or "O"), of "a<id>" or "b<id>" for messages (starting with
+# "Y"). Stated so that a schema-driven client does not send "0"; the store checks a cursor fully.
+@extend_schema_field({"type": "string", "pattern": r"^[MNO][A-Za-z0-9_-]{31,199}$"})
+class SessionCursorField(serializers.CharField):
+    """A cursor from a previous page of sessions."""
 
-    limit = serializers.IntegerField(
-        required=False, default=20, min_value=1, max_value=100, help_text=_("Items per page, 1 to 100.")
-    )
-    cursor = serializers.CharField(
-        required=False,
-        max_length=200,
-        help_text=_("Opaque cursor from a previous page's `next` or `previous` link."),
-    )
+
+@extend_schema_field({"type": "string", "pattern": r"^Y[A-Za-z0-9_-]{2,21}$"})
+class MessageCursorField(serializers.CharField):
+    """A cursor from a previous page of messages."""
+
+
+class PageQuerySerializer(serializers.Serializer[Any]):
+    """The query string of a paginated listing (of messages; ``SessionPageQuerySerializer`` for sessions)."""
+
+    cursor_field: type[serializers.CharField] = MessageCursorField
+
+    def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
+        return {
+            "limit": ASCIIIntegerField(
+                required=False,
+                default=20,
+                min_value=1,
+                max_value=100,
+                help_text=_("Items per page, 1 to 100."),
+            ),
+            "cursor": self.cursor_field(
+                required=False,
+                max_length=200,
+                trim_whitespace=False,
+                help_text=_("Opaque cursor from a previous page's `next` or `previous` link."),
+            ),
+        }
+
+
+class SessionPageQuerySerializer(PageQuerySerializer):
+    """The query string of a listing of sessions."""
+
+    cursor_field = SessionCursorField
 
 
 @extend_schema_serializer(many=False)

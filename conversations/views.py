@@ -7,11 +7,13 @@ translates them here, at the boundary, so a host project needs no ``EXCEPTION_HA
 
 from __future__ import annotations
 
+import io
 import logging
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, RequestDataTooBig, TooManyFieldsSent
+from django.core.handlers.asgi import ASGIRequest
 from django.utils.module_loading import import_string
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.types import OpenApiTypes
@@ -40,6 +42,7 @@ from .serializers import (
     MessageSerializer,
     PageQuerySerializer,
     SessionDetailSerializer,
+    SessionPageQuerySerializer,
     SessionPageSerializer,
     SessionSerializer,
     SessionWriteSerializer,
@@ -82,6 +85,15 @@ class RequestTooLarge(exceptions.APIException):
     default_code = "request_too_large"
 
 
+class LengthRequired(exceptions.APIException):
+    status_code = status.HTTP_411_LENGTH_REQUIRED
+    default_detail = _(
+        "A chunked request body needs a server that passes it on whole (gunicorn, uvicorn); "
+        "send a Content-Length header instead."
+    )
+    default_code = "length_required"
+
+
 class StoreUnavailableError(exceptions.APIException):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     default_detail = _("The conversation store is unavailable. Retry shortly.")
@@ -119,6 +131,34 @@ def api_exception_for(exc: Exception) -> Exception:
         return exc
     translated.__cause__ = exc
     return translated
+
+
+def read_chunked_body(request: Request) -> None:
+    """Give a ``Transfer-Encoding: chunked`` body (which has no ``Content-Length``) to the parsers.
+
+    Django sizes a WSGI body by ``Content-Length`` alone, so a chunked body reads as empty and the
+    request fails with misleading field errors. A server that de-chunks the body and marks the input as
+    ending with it (``wsgi.input_terminated``, as gunicorn does), or an ASGI server (Django has the
+    whole body already), can be read to its end: up to ``DATA_UPLOAD_MAX_MEMORY_SIZE``, else 413. On
+    any other server (runserver) the end of the body is unknown: 411, asking for a ``Content-Length``.
+    """
+    http = request._request
+    meta = http.META
+    if "chunked" not in str(meta.get("HTTP_TRANSFER_ENCODING", "")).lower() or meta.get("CONTENT_LENGTH"):
+        return
+    if isinstance(http, ASGIRequest):
+        source = http._stream
+    elif meta.get("wsgi.input_terminated"):
+        source = meta["wsgi.input"]
+    else:
+        raise LengthRequired()
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    body = source.read() if limit is None else source.read(limit + 1)
+    if limit is not None and len(body) > limit:
+        raise RequestTooLarge()
+    http._body = body
+    http._stream = io.BytesIO(body)
+    meta["CONTENT_LENGTH"] = str(len(body))
 
 
 # ---------------------------------------------------------------------------------------------- owner
@@ -210,6 +250,7 @@ ERROR_RESPONSES: dict[int, OpenApiResponse] = {
     403: _error("Not authenticated (session authentication only), not allowed, or a CSRF failure."),
     404: _error("No such session: missing, expired, another owner's or a malformed id (all alike)."),
     409: _error("The session already holds `MAX_MESSAGES` messages."),
+    411: _error("A chunked body on a server that cannot pass it on whole: send `Content-Length`."),
     413: _error("The request body exceeds `DATA_UPLOAD_MAX_MEMORY_SIZE`."),
     415: _error("The request body's content type is not supported."),
     422: _error("The `Idempotency-Key` was used before with a different body."),
@@ -232,7 +273,7 @@ TAGS = ["conversations"]
     list=extend_schema(
         tags=TAGS,
         summary="List your sessions",
-        parameters=[PageQuerySerializer, RETRY_AFTER_PARAMETER],
+        parameters=[SessionPageQuerySerializer, RETRY_AFTER_PARAMETER],
         responses={200: SessionPageSerializer, **_errors(400)},
     ),
     create=extend_schema(
@@ -240,7 +281,7 @@ TAGS = ["conversations"]
         summary="Create a session",
         parameters=[IDEMPOTENCY_PARAMETER, RETRY_AFTER_PARAMETER],
         request=json_body(SessionWriteSerializer),
-        responses={201: SessionSerializer, **_errors(400, 413, 415, 422)},
+        responses={201: SessionSerializer, **_errors(400, 411, 413, 415, 422)},
     ),
     retrieve=extend_schema(
         tags=TAGS,
@@ -253,7 +294,7 @@ TAGS = ["conversations"]
         summary="Change a session's title or metadata",
         parameters=[SESSION_ID_PARAMETER, RETRY_AFTER_PARAMETER],
         request=json_body(SessionWriteSerializer),
-        responses={200: SessionSerializer, **_errors(400, 404, 413, 415)},
+        responses={200: SessionSerializer, **_errors(400, 404, 411, 413, 415)},
     ),
     destroy=extend_schema(
         tags=TAGS,
@@ -344,6 +385,7 @@ class SessionViewSet(viewsets.GenericViewSet[Any]):
             length = 0
         if limit is not None and length > limit:
             raise RequestTooLarge()
+        read_chunked_body(request)
         super().initial(request, *args, **kwargs)
 
     def handle_exception(self, exc: Exception) -> Response:
@@ -358,10 +400,10 @@ class SessionViewSet(viewsets.GenericViewSet[Any]):
             request.accepted_media_type = JSONRenderer.media_type
         return super().finalize_response(request, response, *args, **kwargs)
 
-    def _query(self) -> dict[str, Any]:
+    def _query(self, serializer_class: type[PageQuerySerializer] = PageQuerySerializer) -> dict[str, Any]:
         # A plain dict, not the QueryDict: DRF reads a QueryDict like an HTML form, where an empty
         # value means "not given"; in a query string ``?limit=`` is simply not a number.
-        return self._validated(PageQuerySerializer(data=self.request.query_params.dict()))
+        return self._validated(serializer_class(data=self.request.query_params.dict()))
 
     def _validated(self, serializer: BaseSerializer[Any]) -> dict[str, Any]:
         serializer.is_valid(raise_exception=True)
@@ -372,7 +414,7 @@ class SessionViewSet(viewsets.GenericViewSet[Any]):
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         """Your sessions, most recently active first, `limit` at a time (1 to 100, default 20)."""
-        query = self._query()
+        query = self._query(SessionPageQuerySerializer)
         page = self.store.list_sessions_page(
             owner=self.owner, limit=query["limit"], cursor=query.get("cursor")
         )
@@ -433,7 +475,7 @@ class SessionViewSet(viewsets.GenericViewSet[Any]):
         "message id) instead of appending twice.",
         parameters=[SESSION_ID_PARAMETER, IDEMPOTENCY_PARAMETER, RETRY_AFTER_PARAMETER],
         request=json_body(MessageCreateSerializer),
-        responses={201: MessageSerializer, **_errors(400, 404, 409, 413, 415, 422)},
+        responses={201: MessageSerializer, **_errors(400, 404, 409, 411, 413, 415, 422)},
     )
     @action(detail=True, methods=["get", "post"], url_path="messages", url_name="messages")
     def messages(self, request: Request, *args: Any, **kwargs: Any) -> Response:

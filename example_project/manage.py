@@ -7,7 +7,9 @@ from pathlib import Path
 
 
 def main() -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    here = Path(__file__).resolve().parent
+    # The app from this checkout, beside the example (not another copy installed in the environment).
+    sys.path[:0] = [str(here), str(here.parent)]
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "demo.settings")
     from django.core.management import execute_from_command_line
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -35,6 +36,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from conversations.pagination import MessageCursor
 from conversations.store import ConversationStore
+from conversations.store.codec import encode_session_cursor as encode_cursor
 
 pytestmark = pytest.mark.redis
 
@@ -62,6 +64,28 @@ def test_the_schema_validates_without_warnings() -> None:
         assert header in schema
     for status in (400, 401, 403, 404, 409, 413, 415, 422, 429, 503):
         assert f"'{status}':" in schema
+
+
+def test_the_schema_states_cursor_shapes_and_integer_bounds() -> None:
+    served = _served_schema()
+    params = {
+        path: {p["name"]: p["schema"] for p in served["paths"][path]["get"]["parameters"]}
+        for path in ("/api/sessions/", "/api/sessions/{id}/messages/")
+    }
+    session_cursor = re.compile(params["/api/sessions/"]["cursor"]["pattern"])
+    message_cursor = re.compile(params["/api/sessions/{id}/messages/"]["cursor"]["pattern"])
+    value = served["components"]["schemas"]["JSONValue"]
+    integer = next(branch for branch in value["anyOf"] if branch.get("type") == "integer")
+
+    assert not session_cursor.match("0")
+    assert not message_cursor.match("0")
+    assert session_cursor.match(encode_cursor(1_764_000_000_000, "A" * 22))
+    assert session_cursor.match(encode_cursor(0, "A" * 22))
+    assert message_cursor.match(MessageCursor("after", 1).encode())
+    assert message_cursor.match(MessageCursor("before", 2**40).encode())
+    assert (integer["minimum"], integer["maximum"]) == (-(2**63), 2**64 - 1)
+    metadata = served["components"]["schemas"]["SessionWrite"]["properties"]["metadata"]
+    assert metadata["additionalProperties"] == {"$ref": "#/components/schemas/JSONValue"}
 
 
 def _served_schema() -> dict[str, Any]:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -16,7 +20,8 @@ from rest_framework.authentication import BasicAuthentication, SessionAuthentica
 from rest_framework.test import APIClient
 
 from conversations.exceptions import StoreOutOfMemory
-from conversations.store import ConversationStore
+from conversations.serializers import MessageSerializer
+from conversations.store import ConversationStore, Message
 from conversations.views import SessionViewSet
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db]
@@ -259,6 +264,10 @@ def test_list_defaults_to_twenty(api: APIClient) -> None:
         ("limit=0", "limit"),
         ("limit=101", "limit"),
         ("limit=abc", "limit"),
+        ("limit=%205", "limit"),  # " 5": Python's int() would take it
+        ("limit=1_0", "limit"),
+        ("limit=%EF%BC%95", "limit"),  # a fullwidth 5
+        ("limit=5%20", "limit"),
         ("cursor=not-a-cursor", "cursor"),
         ("cursor=" + "x" * 300, "cursor"),
     ],
@@ -843,11 +852,6 @@ def test_options_describes_the_forms(api: APIClient) -> None:
 def test_the_conversations_scope_throttles_with_retry_after(
     api: APIClient, settings: Any, key_prefix: str, index: int
 ) -> None:
-    # The throttle counts in the default cache: give it this test's key prefix so it is cleaned up.
-    settings.CACHES = {
-        **settings.CACHES,
-        "default": {**settings.CACHES["default"], "KEY_PREFIX": key_prefix},
-    }
     session = create_session(api)
     settings.REST_FRAMEWORK = {
         **settings.REST_FRAMEWORK,
@@ -862,19 +866,47 @@ def test_the_conversations_scope_throttles_with_retry_after(
     assert 0 < int(response["Retry-After"]) <= 60
 
 
+def test_the_throttle_counts_each_user_apart_under_the_key_prefix(
+    api: APIClient, bob_api: APIClient, settings: Any, key_prefix: str, redis_client: Any
+) -> None:
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"conversations": "3/min"},
+    }
+
+    alice_statuses = [api.get(SESSIONS).status_code for _ in range(5)]
+    bob_statuses = [bob_api.get(SESSIONS).status_code for _ in range(2)]
+
+    assert alice_statuses == [200, 200, 200, 429, 429]
+    assert bob_statuses == [200, 200]
+    counters = sorted(redis_client.scan_iter(match=f"{key_prefix}:t:*"))
+    assert len(counters) == 2  # one per user, with a TTL of at most the window
+    assert all(0 < redis_client.pttl(key) <= 60_000 for key in counters)
+    assert sorted(int(redis_client.get(key)) for key in counters) == [2, 3]
+
+
 def test_without_a_rate_nothing_is_throttled(api: APIClient) -> None:
     for _ in range(30):
         assert api.get(SESSIONS).status_code == 200
 
 
-def test_an_unreachable_throttle_cache_is_a_503(api: APIClient, settings: Any, key_prefix: str) -> None:
+def test_the_throttle_does_not_use_the_default_cache(api: APIClient, settings: Any, key_prefix: str) -> None:
     settings.CACHES = {
         "default": settings.CACHES["unreachable"],
         "store": settings.CACHES["default"],
         "unreachable": settings.CACHES["unreachable"],
     }
     settings.CONVERSATIONS = {**settings.CONVERSATIONS, "CACHE_ALIAS": "store"}
-    assert api.get(SESSIONS).status_code == 200  # no rate set: the cache is not asked
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"conversations": "5/min"},
+    }
+
+    assert api.get(SESSIONS).status_code == 200  # counted in the store's Redis
+
+
+def test_an_unreachable_throttle_redis_is_a_503(api: APIClient, settings: Any) -> None:
+    settings.CONVERSATIONS = {**settings.CONVERSATIONS, "CACHE_ALIAS": "unreachable"}
     settings.REST_FRAMEWORK = {
         **settings.REST_FRAMEWORK,
         "DEFAULT_THROTTLE_RATES": {"conversations": "5/min"},
@@ -921,3 +953,129 @@ def test_html_form_posts_work(api: APIClient) -> None:
     bad = api.post(messages_url(session_id), {"role": "user", "content": "x", "sources": "[oops"})
     assert bad.status_code == 400
     assert "sources" in bad.json()
+
+
+# ------------------------------------------------------------------------------ found from outside
+
+TIME_SHAPE = re.compile(r"\A\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z\Z")
+
+
+def test_a_time_on_a_whole_second_keeps_its_milliseconds() -> None:
+    moment = datetime(2026, 12, 1, 19, 34, 56, tzinfo=UTC)
+    message = Message(id=1, role="user", content="x", sources=[], created_at=moment)
+
+    assert MessageSerializer(message).data["created_at"] == "2026-12-01T19:34:56.000Z"
+    assert (
+        MessageSerializer(replace(message, created_at=moment.replace(microsecond=7000))).data["created_at"]
+        == "2026-12-01T19:34:56.007Z"
+    )
+
+
+def test_every_time_in_every_response_has_one_shape(api: APIClient) -> None:
+    session = create_session(api, title="times")
+    message = append(api, session["id"])
+    responses = [
+        session,
+        message,
+        api.get(SESSIONS).json()["results"][0],
+        api.get(detail(session["id"])).json(),
+        api.get(export_url(session["id"])).json(),
+        api.get(messages_url(session["id"])).json()["results"][0],
+    ]
+    times = [value for body in responses for key, value in _walk(body) if key.endswith("_at")]
+
+    assert len(times) >= 15
+    assert all(TIME_SHAPE.match(value) for value in times), times
+
+
+def _walk(value: Any) -> Any:
+    if isinstance(value, dict):
+        for key, child in value.items():
+            yield key, child
+            yield from _walk(child)
+    elif isinstance(value, list):
+        for child in value:
+            yield from _walk(child)
+
+
+@pytest.mark.parametrize(
+    ("role", "named"), [(["user"], "a list"), ({"r": 1}, "an object"), (1, "a number"), (True, "a boolean")]
+)
+def test_a_role_of_another_json_type_is_named_not_printed_as_python(
+    api: APIClient, role: Any, named: str
+) -> None:
+    session = create_session(api)
+
+    response = api.post(messages_url(session["id"]), {"role": role, "content": "x"}, format="json")
+
+    assert response.status_code == 400
+    assert response.json() == {"role": [f"Expected a string, got {named}."]}
+
+
+def test_a_content_of_another_json_type_is_named(api: APIClient) -> None:
+    session = create_session(api)
+
+    response = api.post(messages_url(session["id"]), {"role": "user", "content": ["x"]}, format="json")
+
+    assert response.json() == {"content": ["Expected a string, got a list."]}
+
+
+@pytest.mark.parametrize("suffix", ["", "messages/", "export/"])
+def test_an_id_with_an_encoded_slash_gets_the_json_404(api: APIClient, suffix: str) -> None:
+    missing = api.get(f"{SESSIONS}{MISSING_ID}/{suffix}")
+
+    slashed = api.get(f"{SESSIONS}abc%2Fdef/{suffix}")
+
+    assert slashed.status_code == missing.status_code == 404
+    assert slashed.json() == missing.json() == {"detail": "Session not found."}
+    assert slashed["Content-Type"] == missing["Content-Type"]
+
+
+def test_a_post_to_an_id_with_an_encoded_slash_gets_the_json_404(api: APIClient) -> None:
+    response = api.post(f"{SESSIONS}a%2Fb/messages/", {"role": "user", "content": "x"}, format="json")
+
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Session not found."}
+
+
+def _chunked(api: APIClient, path: str, body: bytes, *, terminated: bool) -> Any:
+    # What gunicorn hands Django for "Transfer-Encoding: chunked": the de-chunked body, no
+    # Content-Length, and wsgi.input_terminated (runserver's wsgiref sets neither).
+    return api.generic(
+        "POST",
+        path,
+        body,
+        content_type="application/json",
+        HTTP_TRANSFER_ENCODING="chunked",
+        CONTENT_LENGTH="",
+        **{"wsgi.input": io.BytesIO(body)},  # a stream that ends with the body, as gunicorn's does
+        **({"wsgi.input_terminated": True} if terminated else {}),
+    )
+
+
+def test_a_chunked_body_is_read_where_the_server_ends_it(api: APIClient) -> None:
+    session = create_session(api)
+    body = json.dumps({"role": "user", "content": "sent in chunks"}).encode()
+
+    response = _chunked(api, messages_url(session["id"]), body, terminated=True)
+
+    assert response.status_code == 201, response.content
+    assert response.json()["content"] == "sent in chunks"
+
+
+def test_a_chunked_body_is_411_where_the_server_cannot_end_it(api: APIClient) -> None:
+    response = _chunked(api, SESSIONS, b'{"title": "lost"}', terminated=False)
+
+    assert response.status_code == 411
+    assert "Content-Length" in response.json()["detail"]
+    assert api.get(SESSIONS).json()["results"] == []  # nothing created
+
+
+def test_a_chunked_body_over_the_size_limit_is_413(api: APIClient, settings: Any) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
+    session = create_session(api)
+    body = json.dumps({"role": "user", "content": "x" * 200}).encode()
+
+    response = _chunked(api, messages_url(session["id"]), body, terminated=True)
+
+    assert response.status_code == 413

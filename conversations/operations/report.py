@@ -39,6 +39,7 @@ from conversations.store.codec import message_problem
 from conversations.store.keys import SESSION_ID_RE, KeyLayout
 from conversations.store.topology import CLUSTER_INDEX_GRACE_MS
 
+from .memory import eviction_warnings
 from .scanning import Progress, parse_int, redis_errors, scan_batches, server_time_ms, text
 from .stats import Distribution, HeavyHitters, TopN
 
@@ -522,6 +523,7 @@ class ReportBuilder:
             "generated_at": datetime.fromtimestamp(self.now_ms / 1000, tz=UTC).isoformat(),
             "key_prefix": self.keys.prefix,
             "filters": {"owner": options.owner, "idle_longer_than_seconds": options.idle_longer_than},
+            "warnings": eviction_warnings(self.client),
             "scanned_keys": self.scanned_keys,
             "sessions": self.sessions,
             "messages": self.messages.total,

@@ -107,6 +107,7 @@ def render_table(report: dict[str, Any]) -> str:
         described.append(f"idle longer than {format_duration(filters['idle_longer_than_seconds'])}")
     if described:
         lines.append("Filters: " + ", ".join(described))
+    lines.extend(f"Warning: {warning}" for warning in report.get("warnings", []))
     lines.append("")
     lines.append(f"Sessions   {report['sessions']:,}")
     lines.append(f"Messages   {report['messages']:,}")

@@ -66,6 +66,21 @@ DATABASES = {
     }
 }
 
+
+def _gunicorn_workers() -> int:
+    """The worker count gunicorn was started with: -w/--workers, GUNICORN_CMD_ARGS or WEB_CONCURRENCY."""
+    args = [*os.environ.get("GUNICORN_CMD_ARGS", "").split(), *sys.argv[1:]]
+    count = os.environ.get("WEB_CONCURRENCY", "1")
+    for i, arg in enumerate(args):
+        if arg in ("-w", "--workers") and i + 1 < len(args):
+            count = args[i + 1]
+        elif arg.startswith("--workers="):
+            count = arg.split("=", 1)[1]
+        elif arg.startswith("-w") and arg[2:].isdigit():
+            count = arg[2:]
+    return int(count) if count.isdigit() else 1
+
+
 REDIS_URL = os.environ.get("REDIS_URL", "")
 USING_FAKEREDIS = not REDIS_URL
 
@@ -90,6 +105,15 @@ if USING_FAKEREDIS:
             "fakeredis (a demo default: lost on restart). Set REDIS_URL to use a real Redis.",
             file=sys.stderr,
         )
+    if "gunicorn" in sys.argv[0] and _gunicorn_workers() > 1:
+        # Each worker process imports these settings, and so gets a fakeredis of its own.
+        print(
+            f"django-conversations demo: WARNING: gunicorn runs {_gunicorn_workers()} workers on "
+            "fakeredis, and each worker has its own in-process store: a session created in one worker "
+            "is missing (404) in the others, so sessions seem to come and go. Set REDIS_URL, or run "
+            "one worker (-w 1, with --threads for concurrency).",
+            file=sys.stderr,
+        )
 else:
     CACHES = {
         "default": {
@@ -110,8 +134,9 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.BasicAuthentication",
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    # The conversation endpoints' throttle scope (per user, or per IP address for anonymous visitors).
-    "DEFAULT_THROTTLE_RATES": {"conversations": "600/min"},
+    # The conversation endpoints' throttle scope (per user, or per IP address for anonymous visitors),
+    # counted in the store's Redis.
+    "DEFAULT_THROTTLE_RATES": {"conversations": os.environ.get("DEMO_THROTTLE_RATE", "600/min")},
 }
 
 SPECTACULAR_SETTINGS = {

@@ -4,6 +4,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
+from conversations.operations.memory import memory_states
 from conversations.store import get_redis_client
 
 
@@ -16,9 +17,25 @@ def home(request: HttpRequest) -> HttpResponse:
 
 
 def health(request: HttpRequest) -> JsonResponse:
-    """200 when Redis answers a PING, 503 otherwise."""
+    """503 when Redis does not answer a PING; otherwise 200, with ``"status": "ok"`` or, while Redis is
+    full and refuses writes, ``"degraded"``: reads, listings, exports and deletes still work then (and
+    deleting frees room), so a load balancer must keep this server in rotation, and an alert should fire.
+    """
+    client = get_redis_client()
     try:
-        get_redis_client().ping()
+        client.ping()
     except Exception as exc:  # any failure to reach Redis is "unhealthy", never a 500
-        return JsonResponse({"redis": "unavailable", "detail": str(exc)}, status=503)
-    return JsonResponse({"redis": "ok", "fakeredis": settings.USING_FAKEREDIS})
+        return JsonResponse({"status": "unavailable", "redis": "unavailable", "detail": str(exc)}, status=503)
+    body: dict[str, object] = {"status": "ok", "redis": "ok", "fakeredis": settings.USING_FAKEREDIS}
+    states = memory_states(client)
+    if states:
+        body["memory"] = [
+            {"used_bytes": s.used_bytes, "max_bytes": s.max_bytes, "policy": s.policy} for s in states
+        ]
+        if any(state.writes_refused for state in states):
+            body["status"] = "degraded"
+            body["detail"] = (
+                "Redis is at maxmemory and refuses writes: new sessions and messages get 503; reads, "
+                "listings, exports and deletes work, and deleting sessions frees room."
+            )
+    return JsonResponse(body)
