@@ -13,9 +13,9 @@ from typing import Any
 
 from django.core.validators import ProhibitNullCharactersValidator
 from django.utils.translation import gettext_lazy as _
-from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
+from .schema import extend_schema_field, extend_schema_serializer
 from .store import store_config
 
 
