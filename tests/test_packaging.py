@@ -1,4 +1,5 @@
-"""The release artefacts, built for real: what ``pip install django-conversations`` would get.
+"""The release artefacts, built for real: what ``pip install django-conversations`` would get; and the app
+without its optional drf-spectacular.
 
 ``python -m build`` makes the sdist and the wheel, ``twine check`` accepts them, the wheel carries the
 package and its ``py.typed`` and nothing of the repository's other trees, and the wheel installed alone
@@ -27,7 +28,6 @@ ROOT = Path(__file__).resolve().parent.parent
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
 NOT_SHIPPED = ("tests/", "example_project/", "benchmarks/", "loadtest/")
 
-pytestmark = pytest.mark.slow
 
 MINIMAL_SITE = """
 SECRET_KEY = "packaging-test"
@@ -82,6 +82,7 @@ def only(directory: Path, pattern: str) -> Path:
     return found
 
 
+@pytest.mark.slow
 def test_twine_accepts_the_sdist_and_the_wheel(dist: Path) -> None:
     wheel = only(dist, "*.whl")
     sdist = only(dist, "*.tar.gz")
@@ -91,6 +92,7 @@ def test_twine_accepts_the_sdist_and_the_wheel(dist: Path) -> None:
     assert result.stdout.count("PASSED") == 2
 
 
+@pytest.mark.slow
 def test_the_wheel_carries_the_package_and_nothing_else(dist: Path) -> None:
     with zipfile.ZipFile(only(dist, "*.whl")) as wheel:
         names = wheel.namelist()
@@ -107,6 +109,7 @@ def test_the_wheel_carries_the_package_and_nothing_else(dist: Path) -> None:
         assert f"django_conversations-{VERSION}/conversations/py.typed" in sdist.getnames()
 
 
+@pytest.mark.slow
 def test_the_wheel_alone_installs_and_passes_django_admin_check(dist: Path, tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     run(sys.executable, "-m", "venv", venv)
@@ -134,3 +137,76 @@ def test_the_wheel_alone_installs_and_passes_django_admin_check(dist: Path, tmp_
     assert version == VERSION
     assert location.startswith(str(venv))
     assert spectacular == "None"  # a bare install does not pull drf-spectacular in
+
+
+# Run before anything else in the subprocess: drf_spectacular cannot be imported, as on a site without it.
+WITHOUT_SPECTACULAR = """
+import sys
+
+class _NoSpectacular:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == "drf_spectacular":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, _NoSpectacular())
+for loaded in [m for m in sys.modules if m.partition(".")[0] == "drf_spectacular"]:
+    del sys.modules[loaded]
+
+import django
+from django.conf import settings
+
+settings.configure(
+    SECRET_KEY="no-spectacular",
+    INSTALLED_APPS=[
+        "django.contrib.auth", "django.contrib.contenttypes", "rest_framework", "conversations"
+    ],
+    DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+    CACHES={"default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": sys.argv[1],
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 2},
+    }},
+    CONVERSATIONS={"KEY_PREFIX": sys.argv[2]},
+    ROOT_URLCONF="conversations.urls",
+    ALLOWED_HOSTS=["testserver"],
+    USE_TZ=True,
+)
+django.setup()
+
+from django.contrib.auth.models import User
+from django.core.management import call_command
+from rest_framework.test import APIClient
+
+import conversations.serializers, conversations.views
+
+call_command("check", fail_level="WARNING")
+call_command("migrate", verbosity=0)
+client = APIClient()
+client.force_authenticate(User.objects.create_user("ada"))
+created = client.post("/sessions/", {"title": "no schema"}, format="json")
+assert created.status_code == 201, created.content
+session = created.json()["id"]
+posted = client.post(f"/sessions/{session}/messages/", {"role": "user", "content": "hi"}, format="json")
+assert posted.status_code == 201, posted.content
+read = client.get(f"/sessions/{session}/")
+assert read.status_code == 200 and [m["content"] for m in read.json()["messages"]] == ["hi"], read.content
+assert not [m for m in sys.modules if m.startswith("drf_spectacular")]
+print("served without drf_spectacular")
+"""
+
+
+def test_the_app_runs_and_passes_its_checks_without_drf_spectacular(redis_url: str, key_prefix: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_SPECTACULAR, redis_url, key_prefix],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "System check identified no issues (0 silenced).",
+        "served without drf_spectacular",
+    ]
