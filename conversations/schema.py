@@ -7,6 +7,7 @@ decorate and the parameter/response objects are inert: only a schema generator r
 
 from __future__ import annotations
 
+from importlib.util import find_spec
 from typing import TYPE_CHECKING, Any
 
 __all__ = [
@@ -19,8 +20,8 @@ __all__ = [
     "extend_schema_view",
 ]
 
-if TYPE_CHECKING:
-    # Type checking always sees the real signatures (the dev extra installs drf-spectacular).
+# Type checking always sees the real signatures (the dev extra installs drf-spectacular).
+if TYPE_CHECKING or find_spec("drf_spectacular") is not None:
     from drf_spectacular.types import OpenApiTypes
     from drf_spectacular.utils import (
         OpenApiParameter,
@@ -31,45 +32,34 @@ if TYPE_CHECKING:
         extend_schema_view,
     )
 else:
-    try:
-        from drf_spectacular.types import OpenApiTypes
-        from drf_spectacular.utils import (
-            OpenApiParameter,
-            OpenApiResponse,
-            extend_schema,
-            extend_schema_field,
-            extend_schema_serializer,
-            extend_schema_view,
-        )
-    except ImportError:
 
-        def _keep(target: Any) -> Any:
-            return target
+    def _keep(target: Any) -> Any:
+        return target
 
-        def extend_schema(*args: Any, **kwargs: Any) -> Any:
-            return _keep
+    def extend_schema(*args: Any, **kwargs: Any) -> Any:
+        return _keep
 
-        extend_schema_view = extend_schema_field = extend_schema_serializer = extend_schema
+    extend_schema_view = extend_schema_field = extend_schema_serializer = extend_schema
 
-        class OpenApiParameter:
-            QUERY = "query"
-            PATH = "path"
-            HEADER = "header"
-            COOKIE = "cookie"
+    class OpenApiParameter:
+        QUERY = "query"
+        PATH = "path"
+        HEADER = "header"
+        COOKIE = "cookie"
 
-            def __init__(self, *args: Any, **kwargs: Any) -> None:
-                pass
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            pass
 
-        class OpenApiResponse:
-            def __init__(self, *args: Any, **kwargs: Any) -> None:
-                pass
+    class OpenApiResponse:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            pass
 
-        class _AnyOpenApiType:
-            """Stands for the ``OpenApiTypes`` enum: any member (``OpenApiTypes.STR``) reads as its name."""
+    class _AnyOpenApiType:
+        """Stands for the ``OpenApiTypes`` enum: any member (``OpenApiTypes.STR``) reads as its name."""
 
-            def __getattr__(self, name: str) -> str:
-                if name.startswith("__"):
-                    raise AttributeError(name)
-                return name
+        def __getattr__(self, name: str) -> str:
+            if name.startswith("__"):
+                raise AttributeError(name)
+            return name
 
-        OpenApiTypes = _AnyOpenApiType()
+    OpenApiTypes = _AnyOpenApiType()
