@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv demo test lint typecheck pytest bench loadtest clean
+.PHONY: venv demo test lint typecheck pytest matrix dist bench loadtest clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,17 @@ pytest: venv
 
 test: lint typecheck pytest
 
+# The real-Redis subset on both other ends of the support matrix (Python 3.13 + Django 6.1 + the newest
+# releases; Python 3.11 + Django 5.2 + the oldest supported), each in a fresh venv; as CI runs it.
+matrix:
+	bash .ci/run newest oldest
+
+# The release artefacts: an sdist and a wheel in dist/, checked by twine.
+dist: venv
+	rm -rf dist
+	$(PY) -m build --outdir dist
+	$(VENV)/bin/twine check --strict dist/*
+
 bench: venv
 	$(PY) benchmarks/run.py
 
@@ -38,4 +49,4 @@ loadtest: venv
 	$(PY) loadtest/run.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) dist .mypy_cache .pytest_cache .ruff_cache

@@ -15,11 +15,9 @@ from typing import Any
 
 from django.core.validators import ProhibitNullCharactersValidator
 from django.utils.translation import gettext_lazy as _
-from drf_spectacular.extensions import OpenApiSerializerFieldExtension
-from drf_spectacular.plumbing import ResolvedComponent
-from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
+from .schema import extend_schema_field, extend_schema_serializer, has_openapi
 from .store import store_config
 
 # The store's bounds on integers inside metadata and sources (JSON that fits a 64-bit integer).
@@ -136,37 +134,6 @@ JSON_VALUE_SCHEMA: dict[str, Any] = {
         },
     ],
 }
-
-
-def _json_value(auto_schema: Any) -> dict[str, str]:
-    """A reference to the ``JSONValue`` component, registered on first use. A component, since JSON
-    nests: a schema says "at any depth" only by referring to itself."""
-    component = ResolvedComponent(  # type: ignore[no-untyped-call]
-        name=JSON_VALUE_COMPONENT,
-        type=ResolvedComponent.SCHEMA,
-        object=JSON_VALUE_COMPONENT,
-        schema=JSON_VALUE_SCHEMA,
-    )
-    auto_schema.registry.register_on_missing(component)
-    ref: dict[str, str] = component.ref
-    return ref
-
-
-class _MetadataFieldSchema(OpenApiSerializerFieldExtension):  # type: ignore[no-untyped-call]
-    target_class = MetadataField
-
-    def map_serializer_field(self, auto_schema: Any, direction: Any) -> dict[str, Any]:
-        return {"type": "object", "additionalProperties": _json_value(auto_schema)}
-
-
-class _SourcesFieldSchema(OpenApiSerializerFieldExtension):  # type: ignore[no-untyped-call]
-    target_class = SourcesField
-
-    def map_serializer_field(self, auto_schema: Any, direction: Any) -> dict[str, Any]:
-        return {
-            "type": "array",
-            "items": {"type": "object", "additionalProperties": _json_value(auto_schema)},
-        }
 
 
 class MessageSerializer(serializers.Serializer[Any]):
@@ -331,3 +298,7 @@ VALIDATION_ERROR_SCHEMA: dict[str, Any] = {
     },
     "example": {"content": ["This field is required."]},
 }
+
+
+if has_openapi():  # the schema extensions register themselves with drf-spectacular when defined
+    from . import schema_fields  # noqa: F401

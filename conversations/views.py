@@ -16,8 +16,6 @@ from django.core.exceptions import ImproperlyConfigured, RequestDataTooBig, TooM
 from django.core.handlers.asgi import ASGIRequest
 from django.utils.module_loading import import_string
 from django.utils.translation import gettext_lazy as _
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import exceptions, status, viewsets
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.decorators import action
@@ -34,6 +32,7 @@ from .conf import conf
 from .exceptions import IdempotencyConflict, InvalidInput, SessionFull, SessionNotFound, StoreUnavailable
 from .pagination import MessageCursor, page_link, read_message_page
 from .renderers import MarkdownRenderer
+from .schema import OpenApiParameter, OpenApiResponse, OpenApiTypes, extend_schema, extend_schema_view
 from .serializers import (
     VALIDATION_ERROR_SCHEMA,
     ErrorSerializer,

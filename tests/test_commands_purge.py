@@ -156,9 +156,9 @@ def test_corrupt_keys_are_skipped_and_reported(store: ConversationStore, redis_c
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({}, "exactly one"),
-        ({"owner": "user:a", "everything": True}, "exactly one"),
-        ({"owner": "user:a", "idle_longer_than": "1h"}, "exactly one"),
+        ({}, "one of the arguments --owner --idle-longer-than --all is required"),
+        ({"owner": "user:a", "everything": True}, "not allowed with argument"),
+        ({"owner": "user:a", "idle_longer_than": "1h"}, "not allowed with argument"),
         ({"idle_longer_than": "soon"}, "not a duration"),
         ({"owner": ""}, "owner"),
     ],

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.utils.translation import gettext_lazy as _
 
-from conversations.management.errors import command_errors
+from conversations.management.arguments import OptionTypesCommand, non_empty, owner
+from conversations.management.errors import command_errors, option_errors
 from conversations.operations.seed_import import (
     DEFAULT_SOURCE_PREFIX,
     ImportOptions,
@@ -19,7 +20,7 @@ from conversations.operations.seed_import import (
 from conversations.store import get_store
 
 
-class Command(BaseCommand):
+class Command(OptionTypesCommand):
     help = str(
         _(
             "Import sessions written by the seed store (JSON strings at session:<id>) into this app's "
@@ -31,12 +32,17 @@ class Command(BaseCommand):
         parser.add_argument(
             "--source-prefix",
             default=DEFAULT_SOURCE_PREFIX,
+            type=non_empty,
             help=str(_("Key prefix of the seed's sessions (default %(default)r).")),
         )
-        parser.add_argument("--owner", help=str(_("Give every imported session this owner (e.g. user:42).")))
-        parser.add_argument(
+        whose = parser.add_mutually_exclusive_group()
+        whose.add_argument(
+            "--owner", type=owner, help=str(_("Give every imported session this owner (e.g. user:42)."))
+        )
+        whose.add_argument(
             "--owner-from-metadata",
             metavar="KEY",
+            type=non_empty,
             help=str(_("Take each session's owner from this key of its metadata (absent: unowned).")),
         )
         parser.add_argument(
@@ -49,17 +55,18 @@ class Command(BaseCommand):
             metavar="FILE",
             help=str(_("Write old_id,new_id of every imported source to this CSV file.")),
         )
-        parser.add_argument(
+        how = parser.add_mutually_exclusive_group()
+        how.add_argument(
             "--dry-run", action="store_true", help=str(_("Read and check everything; write nothing."))
         )
-        parser.add_argument(
+        how.add_argument(
             "--delete-source",
             action="store_true",
             help=str(_("Delete each source key once its copy has been read back and verified.")),
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        with command_errors():
+        with option_errors():
             import_options = ImportOptions(
                 source_prefix=str(options["source_prefix"]),
                 owner=options["owner"],

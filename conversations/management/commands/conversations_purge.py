@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.utils.translation import gettext_lazy as _
 
-from conversations.management.errors import command_errors
-from conversations.operations.durations import format_duration, parse_duration
+from conversations.management.arguments import OptionTypesCommand, duration, owner
+from conversations.management.errors import command_errors, option_errors
+from conversations.operations.durations import format_duration
 from conversations.operations.purge import MatchedSession, PurgeCriteria, purge_sessions
 from conversations.store import get_store
 
 
-class Command(BaseCommand):
+class Command(OptionTypesCommand):
     help = str(
         _(
             "Delete sessions by --owner, by --idle-longer-than, or --all, through the store's own delete "
@@ -22,13 +23,17 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--owner", help=str(_("Delete the sessions of this owner (e.g. user:42).")))
-        parser.add_argument(
+        which = parser.add_mutually_exclusive_group(required=True)
+        which.add_argument(
+            "--owner", type=owner, help=str(_("Delete the sessions of this owner (e.g. user:42)."))
+        )
+        which.add_argument(
             "--idle-longer-than",
+            type=duration,
             metavar="DURATION",
             help=str(_("Delete sessions idle longer than this: 90 (seconds), 90s, 15m, 2h, 1d.")),
         )
-        parser.add_argument(
+        which.add_argument(
             "--all", action="store_true", dest="everything", help=str(_("Delete every session."))
         )
         parser.add_argument(
@@ -45,11 +50,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        with command_errors():
-            idle = options["idle_longer_than"]
+        with option_errors():
             criteria = PurgeCriteria(
                 owner=options["owner"],
-                idle_longer_than=(None if idle is None else parse_duration(idle, field="--idle-longer-than")),
+                idle_longer_than=options["idle_longer_than"],
                 everything=bool(options["everything"]),
             )
         dry_run = bool(options["dry_run"])

@@ -1,0 +1,41 @@
+"""drf-spectacular extensions for the app's JSON fields: imported only when drf-spectacular is installed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
+from drf_spectacular.plumbing import ResolvedComponent
+
+from .serializers import JSON_VALUE_COMPONENT, JSON_VALUE_SCHEMA, MetadataField, SourcesField
+
+
+def _json_value(auto_schema: Any) -> dict[str, str]:
+    """A reference to the ``JSONValue`` component, registered on first use. A component, since JSON
+    nests: a schema says "at any depth" only by referring to itself."""
+    component = ResolvedComponent(  # type: ignore[no-untyped-call]
+        name=JSON_VALUE_COMPONENT,
+        type=ResolvedComponent.SCHEMA,
+        object=JSON_VALUE_COMPONENT,
+        schema=JSON_VALUE_SCHEMA,
+    )
+    auto_schema.registry.register_on_missing(component)
+    ref: dict[str, str] = component.ref
+    return ref
+
+
+class _MetadataFieldSchema(OpenApiSerializerFieldExtension):  # type: ignore[no-untyped-call]
+    target_class = MetadataField
+
+    def map_serializer_field(self, auto_schema: Any, direction: Any) -> dict[str, Any]:
+        return {"type": "object", "additionalProperties": _json_value(auto_schema)}
+
+
+class _SourcesFieldSchema(OpenApiSerializerFieldExtension):  # type: ignore[no-untyped-call]
+    target_class = SourcesField
+
+    def map_serializer_field(self, auto_schema: Any, direction: Any) -> dict[str, Any]:
+        return {
+            "type": "array",
+            "items": {"type": "object", "additionalProperties": _json_value(auto_schema)},
+        }
