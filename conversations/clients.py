@@ -356,8 +356,15 @@ def _async_sentinel(alias: str, url: str, options: Mapping[str, Any]) -> _Built:
     for name in ("port", "is_master", "connection_class"):
         location.pop(name, None)
     connection = _django_redis_connection_kwargs(options)
+    # Every new connection to the primary first asks a sentinel where the primary is, so a burst opens
+    # as many sentinel connections as primary ones: no cap on either (see _UNCAPPED). Without
+    # SENTINEL_KWARGS, redis-py gives the sentinels the socket options, as here.
+    sentinel_kwargs = dict(
+        options.get("SENTINEL_KWARGS") or {k: v for k, v in connection.items() if k.startswith("socket_")}
+    )
+    sentinel_kwargs.setdefault("max_connections", _UNCAPPED)
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
-        sentinels, sentinel_kwargs=options.get("SENTINEL_KWARGS"), **connection, **_no_retry()
+        sentinels, sentinel_kwargs=sentinel_kwargs, **connection, **_no_retry()
     )
     # The store writes: always the primary, whatever ``is_master`` the URL carries.
     client = sentinel.master_for(
