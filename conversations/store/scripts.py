@@ -341,6 +341,85 @@ return 1
 """,
 )
 
+# KEYS: owner index   ARGV: cursor score ('+inf' for the first page), cursor session id ('' none),
+# most entries
+# Returns up to that many entries after the cursor, newest first, flat {id, score, ...}. When the
+# cursor's entry is still in the index with the cursor's score, the page starts at its rank (O(log
+# n), however many entries share that score: an import writes thousands within one millisecond);
+# otherwise (the session was deleted, or written since) it walks the entries at or below the score,
+# skipping those of the cursor's score that sort at or after its id, as the order shows them.
+INDEX_PAGE = LuaScript(
+    "index_page",
+    NO_WRITES
+    + """
+local max, after, want = ARGV[1], ARGV[2], tonumber(ARGV[3])
+if after ~= '' then
+  local score = redis.call('ZSCORE', KEYS[1], after)
+  if score and tonumber(score) == tonumber(max) then
+    local start = redis.call('ZREVRANK', KEYS[1], after) + 1
+    return redis.call('ZREVRANGE', KEYS[1], start, start + want - 1, 'WITHSCORES')
+  end
+else
+  return redis.call('ZREVRANGEBYSCORE', KEYS[1], max, '-inf', 'WITHSCORES', 'LIMIT', 0, want)
+end
+local top, out, offset = tonumber(max), {}, 0
+while #out < 2 * want do
+  local chunk = redis.call('ZREVRANGEBYSCORE', KEYS[1], max, '-inf', 'WITHSCORES', 'LIMIT', offset, want)
+  if #chunk == 0 then break end
+  for j = 1, #chunk, 2 do
+    if #out < 2 * want and not (tonumber(chunk[j + 1]) == top and chunk[j] >= after) then
+      out[#out + 1] = chunk[j]
+      out[#out + 1] = chunk[j + 1]
+    end
+  end
+  offset = offset + #chunk / 2
+end
+return out
+""",
+)
+
+# KEYS: the meta hash of each session   ARGV: owner
+# A listing's summaries, flat, 6 values per session: {expires, title, metadata, created_at, updated_at,
+# count}, or 6 falses when the session is gone: missing, another owner's, or half-evicted (its message
+# set, or the layout-1 list when meta has no ``v``, does not hold ``count`` members). ``expires`` is
+# the stored ``expires_at`` (a string), or the meta key's PTTL (an integer) on layout 1, which did
+# not store it.
+# The cheapest reads that say all that: one call reads a page of up to ~1,000 sessions at a few µs
+# each. It runs on a single Redis only (a cluster lists with plain commands, one slot per session),
+# which is why it may derive each session's message key from its meta key instead of being passed
+# three keys a session: that would double what the call costs to send and parse.
+LIST_SUMMARIES = LuaScript(
+    "list_summaries",
+    NO_WRITES
+    + """
+local out, n, owner = {}, 0, ARGV[1]
+for i = 1, #KEYS do
+  local key = KEYS[i]
+  local f = redis.call('HMGET', key, 'owner', 'v', 'count', 'title', 'metadata', 'created_at',
+                       'updated_at', 'expires_at')
+  local live = f[1] == owner
+  if live then
+    local held
+    local head = string.sub(key, 1, -5)
+    if f[2] then held = redis.call('ZCARD', head .. 'm') else held = redis.call('LLEN', head .. 'msgs') end
+    live = held == tonumber(f[3])
+  end
+  if live then
+    out[n + 1] = f[8] or redis.call('PTTL', key)
+    out[n + 2] = f[4] or ''
+    out[n + 3] = f[5] or ''
+    out[n + 4] = f[6] or '0'
+    out[n + 5] = f[7] or '0'
+    out[n + 6] = f[3]
+  else
+    for j = 1, 6 do out[n + j] = false end
+  end
+  n = n + 6
+end
+return out
+""",
+)
+
 # --------------------------------------------------------------------------------- messages
 
 # ARGV[7..]: max messages, idempotency key digest ('' none), fingerprint, k, then k message bodies
