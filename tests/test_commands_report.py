@@ -508,7 +508,8 @@ def test_layout_1_sessions_are_counted_and_sampled_from_their_list(
 def test_report_scripts_live_in_the_store_registry() -> None:
     import inspect
 
-    from conversations.operations import purge, report as report_module, seed_import
+    from conversations.operations import purge, seed_import
+    from conversations.operations import report as report_module
     from conversations.store import scripts
 
     for module in (report_module, purge, seed_import):
@@ -517,3 +518,17 @@ def test_report_scripts_live_in_the_store_registry() -> None:
     for name in ("REPORT_INSPECT", "REPORT_STALLED", "REPORT_INDEX_SCORES", "REPORT_OWNERS"):
         assert getattr(scripts, name).read_only, name
     assert not scripts.REPORT_REPAIR_MISSING.read_only
+
+
+def test_distribution_add_many_equals_adding_one_by_one() -> None:
+    rng = random.Random(7)
+    values = [rng.choice((0, 3, 10, 127, 128, 5_000, 10**9)) for _ in range(500)]
+    values += [rng.randrange(0, 10**12) for _ in range(500)]
+    one, many = Distribution(), Distribution()
+    for value in values:
+        one.add(value)
+    many.add_many(values[:300])
+    many.add_many([])
+    many.add_many(values[300:])
+    assert many.summary() == one.summary()
+    assert many.bucket_count == one.bucket_count

@@ -241,12 +241,11 @@ class ReportBuilder:
         now = self.now_ms
         only_owner = options.owner
         idle_floor = None if options.idle_longer_than is None else options.idle_longer_than * 1000
-        messages_add, age_add, idle_add, ttl_add = (
-            self.messages.add,
-            self.age.add,
-            self.idle.add,
-            self.ttl.add,
-        )
+        held_values: list[int] = []
+        ages: list[int] = []
+        idles: list[int] = []
+        ttls: list[int] = []
+        messages_add, age_add, idle_add, ttl_add = held_values.append, ages.append, idles.append, ttls.append
         largest_add, owners_add, owner_index = self.largest.add, self.owners.add, layout.owner_index
         candidates: list[_Candidate] = []
         width = _INSPECT_WIDTH
@@ -306,6 +305,10 @@ class ReportBuilder:
             largest_add(held, session_id, (owner, idle_ms))
             owners_add(owner)
             candidates.append((session_id, owner, owner_index(owner), updated_at, pttl, version))
+        self.messages.add_many(held_values)
+        self.age.add_many(ages)
+        self.idle.add_many(idles)
+        self.ttl.add_many(ttls)
         return candidates
 
     def _bad_numbers(self, session_id: str, *raws: Any) -> None:
