@@ -113,7 +113,18 @@ def start_redis() -> tuple[subprocess.Popen[bytes], int, str]:
     return proc, port, workdir
 
 
-def fill(client: redis.Redis, layout: KeyLayout, sessions: int, now_ms: int, ttl_ms: int) -> None:
+def fill(
+    client: redis.Redis,
+    layout: KeyLayout,
+    sessions: int,
+    now_ms: int,
+    ttl_ms: int,
+    *,
+    owner: str | None = None,
+    mixed: bool = True,
+) -> None:
+    """``sessions`` sessions of 10 messages, 100 to an owner (or all ``owner``'s); ``mixed``: with
+    the stalled and layout-1 ones described above."""
     sha = client.script_load(_FILL)
     done = codec.message_body("user", "a question of about sixty characters, as chat users type")
     open_ = codec.message_body("assistant", "half an answer", status="in_progress")
@@ -125,16 +136,16 @@ def fill(client: redis.Redis, layout: KeyLayout, sessions: int, now_ms: int, ttl
         args: list[Any] = []
         for i in range(start, min(start + batch, sessions)):
             sid = f"s{i:021d}"
-            owner = f"user:{i // PER_OWNER}"
-            stalled = i % 50 == 7
+            who = owner or f"user:{i // PER_OWNER}"
+            stalled = mixed and i % 50 == 7
             updated = now_ms - (3_600_000 if stalled else (i % 500) * 1000)
             keys += [
                 layout.meta(sid),
                 layout.messages(sid),
                 layout.legacy_messages(sid),
-                layout.owner_index(owner),
+                layout.owner_index(who),
             ]
-            args += [owner, sid, updated, "1" if i % 20 == 3 else "2", "1" if stalled else "0"]
+            args += [who, sid, updated, "1" if mixed and i % 20 == 3 else "2", "1" if stalled else "0"]
         pipe.evalsha(sha, len(keys), *keys, *args, ttl_ms, done, open_, old)
         if len(pipe) >= 20:
             pipe.execute()
