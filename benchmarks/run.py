@@ -102,6 +102,7 @@ def run(
     smoke: bool = False,
     processes: bool = True,
     http: bool = True,
+    scale: bool = False,
     progress: Callable[[str], object] = lambda message: print(message, file=sys.stderr),
 ) -> Any:
     """Run every benchmark and return the ``benchmarks.report.Report``; Django must be set up."""
@@ -131,6 +132,7 @@ def run(
         )
         try:
             _store_rows(bench, report, processes=processes, progress=progress)
+            _round2_rows(bench, report, scale=scale, progress=progress)
             if http:
                 from benchmarks import http_bench
 
@@ -265,6 +267,113 @@ def _store_rows(bench: Any, report: Any, *, processes: bool, progress: Callable[
         )
 
 
+def _round2_rows(bench: Any, report: Any, *, scale: bool, progress: Callable[[str], object]) -> None:
+    """The rows of issues 11, 12 and 14: async calls, message operations, the full listing, the report."""
+    from benchmarks import async_bench, lifecycle_bench, report_scale
+    from benchmarks import store_bench as sb
+    from benchmarks.report import (
+        ASYNC_APPEND_BAR,
+        ASYNC_READ_BAR,
+        CONCURRENT_BAR,
+        CONTEXT_BAR,
+        FULL_LISTING_BAR,
+        LIFECYCLE_BAR,
+        REPORT_RSS_BAR,
+        REPORT_SECONDS_BAR,
+        Row,
+        us,
+        x,
+    )
+
+    sizes = bench.sizes
+    progress("async...")
+    timings, append_rate, get_rate = async_bench.bench_async(bench)
+    for key, label, bar in (
+        ("append", "async append at message 10", ASYNC_APPEND_BAR),
+        (
+            "read",
+            f"async last {sizes.read_last} of {max(sizes.read_at[0], sizes.read_last):,} messages",
+            ASYNC_READ_BAR,
+        ),
+    ):
+        t = timings[key]
+        report.add(
+            Row(label, us(t.op_us), x(t.ratio, "async GET"), "", "", f"≤ {bar:g} x async GET", t.ratio <= bar)
+        )
+    ratio = append_rate / get_rate
+    report.add(
+        Row(
+            "100 concurrent tasks appending (async)",
+            f"{append_rate:,.0f}/s",
+            x(ratio, "100 tasks' GETs"),
+            "",
+            "",
+            f"≥ {CONCURRENT_BAR:g} x GETs/s",
+            ratio >= CONCURRENT_BAR,
+        )
+    )
+    progress("message operations...")
+    life = lifecycle_bench.bench_lifecycle(bench)
+    for name, t in life.items():
+        op, n = name.rsplit(" ", 1)
+        if op == "get_context":
+            label = f"get_context, a {sizes.read_last}-message window of {int(n):,} messages"
+            bar = CONTEXT_BAR
+        else:
+            label = f"{op} at message {int(n):,}"
+            bar = LIFECYCLE_BAR
+        report.add(Row(label, us(t.op_us), x(t.ratio), "", "", f"≤ {bar:g} x GET", t.ratio <= bar))
+    progress("full listing...")
+    full = sb.bench_full_listing(bench)
+    report.add(
+        Row(
+            f"list_sessions, all {sizes.full_listing_sessions:,} sessions of one owner",
+            f"{full.op_us / 1000:,.1f} ms",
+            x(full.ratio, "SCAN"),
+            "",
+            "",
+            f"≤ {FULL_LISTING_BAR:g} x SCAN",
+            full.ratio <= FULL_LISTING_BAR,
+        )
+    )
+    sessions = 1_000_000 if scale else sizes.report_sessions
+    progress(f"conversations_report over {sessions:,} sessions...")
+    result = report_scale.run_scale(sessions, progress=progress)
+    # The million-session bars, scaled to the run's size (a smaller run is judged per session).
+    seconds_bar = REPORT_SECONDS_BAR * sessions / 1_000_000
+    report.add(
+        Row(
+            f"conversations_report, {result.sessions:,} sessions ({result.messages:,} messages)",
+            f"{result.wall_seconds:,.2f} s",
+            f"{result.wall_seconds / result.sessions * 1e6:.1f} µs/session",
+            "",
+            f"CPU: client {result.client_cpu_seconds:.1f} s, Redis {result.redis_cpu_seconds:.1f} s",
+            f"≤ {seconds_bar:g} s",
+            result.wall_seconds <= seconds_bar,
+        )
+    )
+    report.add(
+        Row(
+            "conversations_report, peak resident memory",
+            f"{result.max_rss_mb:,.0f} MB",
+            "",
+            "",
+            "",
+            f"≤ {REPORT_RSS_BAR:g} MB",
+            result.max_rss_mb <= REPORT_RSS_BAR,
+        )
+    )
+    report.add(
+        Row(
+            "conversations_report, longest script call",
+            f"{result.longest_call_ms:,.1f} ms",
+            f"Redis SLOWLOG: {result.slowest_redis_ms:,.1f} ms",
+            "",
+            f"{result.slow_calls:,} commands over 0.5 ms of {result.script_calls:,} script calls",
+        )
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -273,12 +382,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks that the bench runs")
     parser.add_argument("--skip-processes", action="store_true", help="skip the multi-process cycle")
     parser.add_argument("--skip-http", action="store_true", help="skip the HTTP benchmarks")
+    parser.add_argument(
+        "--scale", action="store_true", help="run the report over 1,000,000 sessions (a few minutes, ~2 GB)"
+    )
     args = parser.parse_args(argv)
     setup_django()
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0, interactive=False)
-    report = run(smoke=args.smoke, processes=not args.skip_processes, http=not args.skip_http)
+    report = run(
+        smoke=args.smoke, processes=not args.skip_processes, http=not args.skip_http, scale=args.scale
+    )
     print(write_report(report, args.output))
     return 0
 

@@ -48,6 +48,9 @@ class Sizes:
     cycle_rounds: int = 9
     processes: int = 8
     process_seconds: float = 3.0
+    lifecycle_at: tuple[int, ...] = (10, 5_000)
+    full_listing_sessions: int = 20_000
+    report_sessions: int = 50_000
     http_fill: int = 100
     http_reps: int = 300
     http_rounds: int = 5
@@ -74,6 +77,9 @@ class Sizes:
             cycle_rounds=1,
             processes=2,
             process_seconds=0.3,
+            lifecycle_at=(4, 12),
+            full_listing_sessions=30,
+            report_sessions=300,
             http_fill=21,
             http_reps=3,
             http_rounds=1,
@@ -478,3 +484,33 @@ def bench_cycle_processes(bench: Bench) -> dict[str, float]:
             proc.join(timeout=60)
         rates[kind] = sum(counts) / sizes.process_seconds
     return rates
+
+
+def bench_full_listing(bench: Bench) -> Timing:
+    """``list_sessions`` of one owner's ``full_listing_sessions`` sessions (10 messages each) beside a
+    bare ``SCAN MATCH <meta pattern> COUNT 1000`` walking their meta keys, the two taking turns."""
+    from .report_scale import fill
+
+    n = bench.sizes.full_listing_sessions
+    owner = "user:lister"
+    seconds, micros = bench.client.time()
+    fill(
+        bench.client,
+        bench.store.keys,
+        n,
+        int(seconds) * 1000 + int(micros) // 1000,
+        bench.store.ttl_ms,
+        owner=owner,
+        mixed=False,
+    )
+    pattern = bench.store.keys.meta_pattern()
+    client = bench.client
+
+    def scan() -> int:
+        return sum(1 for _ in client.scan_iter(match=pattern, count=1000))
+
+    assert len(bench.store.list_sessions(owner=owner)) == n, "the listing bench listed the wrong sessions"
+    rounds = max(3, bench.sizes.rounds)
+    return interleaved(
+        {"list": Op(lambda: bench.store.list_sessions(owner=owner))}, scan, reps=3, rounds=rounds, warmup=1
+    )["list"]

@@ -15,6 +15,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -100,3 +101,48 @@ def throughputs(
                 gc.enable()
             best[name] = max(best[name], batch / elapsed)
     return best
+
+
+async def ainterleaved(
+    ops: dict[str, Callable[[], Any]],
+    ref: Callable[[], Any],
+    *,
+    reps: int,
+    rounds: int,
+    after: dict[str, Callable[[], Any]] | None = None,
+    warmup: int = 20,
+) -> dict[str, Timing]:
+    """``interleaved`` for coroutines on the running loop: ``await ref()``, ``await op()``, timed each."""
+    after = after or {}
+    for name, op in ops.items():
+        for _ in range(min(warmup, reps)):
+            await op()
+            if name in after:
+                await after[name]()
+    per_round: dict[str, list[tuple[float, float]]] = {name: [] for name in ops}
+    clock = time.perf_counter_ns
+    for _ in range(rounds):
+        for name, op in ops.items():
+            undo = after.get(name)
+            op_ns: list[int] = []
+            ref_ns: list[int] = []
+            gc.collect()
+            gc.disable()
+            try:
+                for _ in range(reps):
+                    t0 = clock()
+                    await ref()
+                    t1 = clock()
+                    await op()
+                    t2 = clock()
+                    ref_ns.append(t1 - t0)
+                    op_ns.append(t2 - t1)
+                    if undo is not None:
+                        await undo()
+            finally:
+                gc.enable()
+            per_round[name].append((statistics.median(op_ns) / 1000, statistics.median(ref_ns) / 1000))
+    return {
+        name: Timing(op_us=min(o for o, _ in r), ref_us=min(f for _, f in r), rounds=r)
+        for name, r in per_round.items()
+    }

@@ -419,3 +419,116 @@ def test_command_line_arguments_are_parsed(known: dict[str, Any]) -> None:
     assert len(data["largest_sessions"]) == 2
     assert data["filters"]["idle_longer_than_seconds"] == 60
     assert data["memory"]["available"] is False
+
+
+# ---------------------------------------------------------------------- stalled replies, layouts, registry
+
+
+def test_stalled_replies_count_in_progress_messages_of_idle_sessions(
+    store: ConversationStore, redis_client: redis.Redis
+) -> None:
+    idle = store.create_session(owner="user:s")
+    store.append_message(idle.id, role="user", content="q", owner="user:s")
+    store.append_message(idle.id, role="assistant", content="half", owner="user:s", status="in_progress")
+    store.append_message(idle.id, role="assistant", content="also", owner="user:s", status="in_progress")
+    done = store.append_message(idle.id, role="assistant", content="x", owner="user:s", status="in_progress")
+    store.update_message(idle.id, done.id, owner="user:s", status="completed")
+    busy = store.create_session(owner="user:s")
+    store.append_message(busy.id, role="assistant", content="streaming", owner="user:s", status="in_progress")
+    # The first session went quiet 20 minutes ago; the second is being written now.
+    redis_client.hset(store.keys.meta(idle.id), "updated_at", server_time_ms(redis_client) - 20 * MINUTE)
+
+    data = report_json()
+    assert data["stalled_replies"] == {"idle_longer_than_seconds": 600, "messages": 2, "sessions": 1}
+    assert report_json(stalled_after="30m")["stalled_replies"]["messages"] == 0
+    assert build_report(store, ReportOptions(stalled_after=0))["stalled_replies"] == {
+        "idle_longer_than_seconds": 0,
+        "messages": 3,
+        "sessions": 2,
+    }
+    table, _ = report("--stalled-after", "15m")
+    assert "Stalled replies: 2 in-progress messages in 1 sessions idle longer than 15m" in table
+    csv_out, _ = report(format="csv")
+    assert "stalled_replies,,messages,2" in csv_out.splitlines()
+
+
+def test_stalled_replies_of_a_large_session_are_counted_by_chunks(
+    store: ConversationStore, redis_client: redis.Redis, monkeypatch: Any
+) -> None:
+    from conversations.operations import report as report_module
+
+    monkeypatch.setattr(report_module, "STALL_SCAN_INLINE", 5)
+    monkeypatch.setattr(report_module, "STALL_SCAN_CHUNK", 4)
+    session = store.create_session(owner="user:big")
+    for i in range(11):
+        status = "in_progress" if i in (0, 4, 10) else "completed"
+        store.append_message(session.id, role="assistant", content=str(i), owner="user:big", status=status)
+    redis_client.hset(store.keys.meta(session.id), "updated_at", server_time_ms(redis_client) - 20 * MINUTE)
+    data = build_report(store, ReportOptions())
+    assert data["stalled_replies"]["messages"] == 3
+    assert data["script_calls"] >= 3  # the inspecting call, then the message set in chunks of 4
+    assert data["longest_script_call_ms"] > 0
+
+
+def test_layout_1_sessions_are_counted_and_sampled_from_their_list(
+    store: ConversationStore, redis_client: redis.Redis
+) -> None:
+    now = server_time_ms(redis_client)
+    pipe = redis_client.pipeline(transaction=False)
+    legacy = put_session(
+        pipe,
+        store.keys,
+        owner="user:old",
+        created_at=now - MINUTE,
+        updated_at=now,
+        messages=4,
+        layout_version=1,
+    )
+    current = put_session(
+        pipe, store.keys, owner="user:old", created_at=now - MINUTE, updated_at=now, messages=2
+    )
+    pipe.execute()
+    data = build_report(store, ReportOptions(memory_sample_every=1))
+    assert data["sessions"] == 2
+    assert data["messages"] == 6
+    assert data["corrupt"]["total"] == 0, data["corrupt"]  # its first and last message were found
+    assert data["memory"]["sampled_sessions"] == 2
+    # A damaged layout-1 message is found in the list, and a count that disagrees with it is damage.
+    redis_client.rpush(store.keys.legacy_messages(legacy), b"not json")
+    data = build_report(store, ReportOptions(memory_sample_every=1))
+    kinds = data["corrupt"]["by_kind"]
+    assert kinds == {"bad_message": 1, "count_mismatch": 1}, data["corrupt"]
+    assert {e["key"] for e in data["corrupt"]["examples"]} == {
+        store.keys.legacy_messages(legacy),
+        store.keys.meta(legacy),
+    }
+    assert current not in str(data["corrupt"])
+
+
+def test_report_scripts_live_in_the_store_registry() -> None:
+    import inspect
+
+    from conversations.operations import purge, seed_import
+    from conversations.operations import report as report_module
+    from conversations.store import scripts
+
+    for module in (report_module, purge, seed_import):
+        assert "register_script" not in inspect.getsource(module)
+        assert "redis.call" not in inspect.getsource(module)
+    for name in ("REPORT_INSPECT", "REPORT_STALLED", "REPORT_INDEX_SCORES", "REPORT_OWNERS"):
+        assert getattr(scripts, name).read_only, name
+    assert not scripts.REPORT_REPAIR_MISSING.read_only
+
+
+def test_distribution_add_many_equals_adding_one_by_one() -> None:
+    rng = random.Random(7)
+    values = [rng.choice((0, 3, 10, 127, 128, 5_000, 10**9)) for _ in range(500)]
+    values += [rng.randrange(0, 10**12) for _ in range(500)]
+    one, many = Distribution(), Distribution()
+    for value in values:
+        one.add(value)
+    many.add_many(values[:300])
+    many.add_many([])
+    many.add_many(values[300:])
+    assert many.summary() == one.summary()
+    assert many.bucket_count == one.bucket_count

@@ -354,3 +354,149 @@ def test_listing_skips_many_dead_entries_without_losing_live_ones(any_store: Con
     rest = any_store.list_sessions_page(owner="dead", limit=2, cursor=page.next_cursor)
     assert sorted(s.id for s in page.sessions + rest.sessions) == sorted(live)
     assert rest.next_cursor is None
+
+
+# --------------------------------------------------------------------------------- listing (flat script)
+
+
+def _listed_fields(summary: Any) -> tuple[Any, ...]:
+    return (
+        summary.id,
+        summary.owner,
+        summary.title,
+        summary.metadata,
+        summary.created_at,
+        summary.updated_at,
+        summary.expires_at,
+        summary.message_count,
+    )
+
+
+def test_listing_many_sessions_sharing_one_score_walks_each_once(any_store: ConversationStore) -> None:
+    """An import writes thousands of index entries within one millisecond: every page starts right
+    after its cursor (not by re-reading every entry of that score), and none is shown twice."""
+    from tests.factories import put_session
+
+    pipe = any_store.client.pipeline(transaction=False)
+    now = int(time.time() * 1000)
+    ids = [
+        put_session(pipe, any_store.keys, owner="bulk", created_at=now, updated_at=now) for _ in range(130)
+    ]
+    pipe.execute()
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        page = any_store.list_sessions_page(owner="bulk", limit=20, cursor=cursor)
+        seen.extend(s.id for s in page.sessions)
+        pages += 1
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert pages == 7
+    assert seen == sorted(ids, reverse=True)  # equal scores: newest-first order falls back on the id
+    assert [s.id for s in any_store.list_sessions(owner="bulk")] == seen
+
+
+def test_listing_cursor_survives_its_session_being_deleted(any_store: ConversationStore) -> None:
+    from tests.factories import put_session
+
+    pipe = any_store.client.pipeline(transaction=False)
+    now = int(time.time() * 1000)
+    ids = sorted(
+        (put_session(pipe, any_store.keys, owner="c", created_at=now, updated_at=now) for _ in range(9)),
+        reverse=True,
+    )
+    pipe.execute()
+    first = any_store.list_sessions_page(owner="c", limit=4)
+    assert [s.id for s in first.sessions] == ids[:4]
+    # The cursor names the page's last session: gone now, the next page still starts after it.
+    assert any_store.delete_session(ids[3], owner="c")
+    rest = any_store.list_sessions_page(owner="c", limit=10, cursor=first.next_cursor)
+    assert [s.id for s in rest.sessions] == ids[4:]
+
+
+def test_listed_summaries_equal_the_session_summaries_in_both_layouts(any_store: ConversationStore) -> None:
+    from tests.factories import put_session
+
+    s2 = any_store.create_session(owner="both", title="Zwei ✓", metadata={"k": [1, 2]})
+    any_store.append_message(s2.id, role="user", content="hi", owner="both")
+    pipe = any_store.client.pipeline(transaction=False)
+    now = int(time.time() * 1000)
+    s1 = put_session(
+        pipe,
+        any_store.keys,
+        owner="both",
+        created_at=now - 5000,
+        updated_at=now - 4000,
+        messages=3,
+        layout_version=1,
+    )
+    pipe.execute()
+    listed = {s.id: s for s in any_store.list_sessions(owner="both")}
+    assert set(listed) == {s2.id, s1}
+    assert _listed_fields(listed[s2.id]) == _listed_fields(any_store.get_session_summary(s2.id, owner="both"))
+    legacy = listed[s1]
+    assert (legacy.message_count, legacy.metadata, legacy.title) == (3, {}, "")
+    assert legacy.created_at == datetime.fromtimestamp((now - 5000) / 1000, UTC)
+    # Layout 1 stored no expires_at: it is reckoned from the TTL left (an hour here).
+    assert legacy.expires_at is not None
+    assert abs((legacy.expires_at - datetime.now(UTC)) - timedelta(hours=1)) < timedelta(seconds=30)
+    # Listing reads, never migrates: the session is still of layout 1 afterwards.
+    assert any_store.client.hget(any_store.keys.meta(s1), "v") is None
+
+
+def test_listing_drops_half_evicted_sessions_of_either_layout(any_store: ConversationStore) -> None:
+    from tests.factories import put_session
+
+    keep = any_store.create_session(owner="ev")
+    evicted = any_store.create_session(owner="ev")
+    any_store.append_message(evicted.id, role="user", content="x", owner="ev")
+    pipe = any_store.client.pipeline(transaction=False)
+    now = int(time.time() * 1000)
+    legacy = put_session(
+        pipe, any_store.keys, owner="ev", created_at=now, updated_at=now, messages=2, layout_version=1
+    )
+    pipe.execute()
+    # An evicting Redis dropped the message set / the layout-1 list but kept the meta hash.
+    any_store.client.delete(any_store.keys.messages(evicted.id), any_store.keys.legacy_messages(legacy))
+    assert [s.id for s in any_store.list_sessions(owner="ev")] == [keep.id]
+    index = any_store.keys.owner_index("ev")
+    assert any_store.client.zscore(index, evicted.id) is None
+    assert any_store.client.zscore(index, legacy) is None
+
+
+def test_a_page_of_20_takes_two_round_trips(store: ConversationStore, monkeypatch: Any) -> None:
+    for _ in range(25):
+        store.create_session(owner="rt")
+    trips: list[int] = []
+    real = store.sync._send
+
+    def counted(commands: Any, **kwargs: Any) -> Any:
+        trips.append(len(commands))
+        return real(commands, **kwargs)
+
+    monkeypatch.setattr(store.sync, "_send", counted)
+    page = store.list_sessions_page(owner="rt", limit=20)
+    assert len(page.sessions) == 20
+    assert len(trips) == 2
+    store.list_sessions_page(owner="rt", limit=20, cursor=page.next_cursor)
+    assert len(trips) == 4
+
+
+def test_async_listing_equals_the_sync_one(store: ConversationStore) -> None:
+    import asyncio
+
+    from conversations.clients import get_async_redis_client
+
+    for i in range(7):
+        s = store.create_session(owner="par", title=f"t{i}")
+        store.append_message(s.id, role="user", content="x", owner="par")
+    astore = ConversationStore(store.client, store.config, async_client_factory=get_async_redis_client)
+
+    async def walk() -> list[Any]:
+        return await astore.alist_sessions(owner="par")
+
+    assert [_listed_fields(s) for s in asyncio.run(walk())] == [
+        _listed_fields(s) for s in store.list_sessions(owner="par")
+    ]

@@ -2,23 +2,28 @@
 
 How it reads Redis (safe on a production server with millions of keys):
 
-1. ``SCAN MATCH <prefix>:s:*:meta COUNT 1000``. For each reply, a Lua script reads every session's
-   ``HMGET owner created_at updated_at count``, ``PTTL`` of the meta hash, ``LLEN`` and ``PTTL`` of
-   its message list. It reads each session atomically, so a count that disagrees with the list's
-   length is damage, not an append landing between two reads.
-2. For the sessions that pass the filters, another script asks ``ZSCORE`` of each in its owner's
-   index (drift); and for one session in ``memory_sample_every``, ``MEMORY USAGE`` of its keys and its
-   first and last message (``LINDEX``), checked for shape. The memory total is the sampled sessions'
-   bytes scaled up to all sessions; the largest sessions' memory is measured exactly at the end.
+1. ``SCAN MATCH <prefix>:s:*:meta COUNT 1000``. For each reply, the ``REPORT_INSPECT`` script reads
+   every session's ``HMGET owner created_at updated_at count v``, ``PTTL`` of the meta hash, the
+   messages held (``ZCARD`` of the message set, or ``LLEN`` of the layout-1 list when meta has no
+   ``v``) and their key's ``PTTL``, and counts the in-progress messages of sessions idle longer than
+   ``stalled_after`` (stalled replies; a session of more than ``STALL_SCAN_INLINE`` messages is
+   counted by calls of its own). It reads each session atomically, so a count that disagrees with
+   what is held is damage, not an append landing between two reads.
+2. For the sessions that pass the filters, ``REPORT_INDEX_SCORES`` asks ``ZSCORE`` of each in its
+   owner's index (drift); and for one session in ``memory_sample_every``, ``MEMORY USAGE`` of its
+   keys and its first and last message (from the set, or the layout-1 list), checked with
+   ``codec.message_problem``. The memory total is the sampled sessions' bytes scaled up to all
+   sessions; the largest sessions' memory is measured exactly at the end.
 3. A session missing from its index is read again before being reported, so a create or delete
    landing between two reads is not called drift.
 4. ``SCAN MATCH <prefix>:o:*:sessions``, then the entries of each owner index (``ZRANGE`` for small
    ones, ``ZSCAN`` for large ones): an entry whose session is gone, or is another owner's, is stale.
 
-The scripts loop over up to ``GROUPS_PER_CALL`` sessions per call on a single Redis, so each call
-holds the server for well under a millisecond and the client parses one reply instead of hundreds.
-On a Redis Cluster, where one script may only touch one hash slot, each is called once per session
-(in a pipeline).
+Every script is in the store's registry (``conversations.store.scripts``) and runs through the
+store's transport. They loop over up to ``GROUPS_PER_CALL`` sessions per call on a single Redis, so
+each call holds the server for about a millisecond, and reply flat (a fixed number of values per
+session), which the client reads without building an object per session. On a Redis Cluster, where
+one script may only touch one hash slot, each is called once per session.
 
 What it keeps: counters, ``Distribution`` histograms, a heap of the ``top`` largest sessions, a
 ``HeavyHitters`` table of owners (``owner_capacity`` entries) and at most ``EXAMPLES`` example keys per
@@ -34,9 +39,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from conversations.store import ConversationStore
+import redis
+
+from conversations.store import ConversationStore, scripts
 from conversations.store.codec import message_problem
 from conversations.store.keys import SESSION_ID_RE, KeyLayout
+from conversations.store.protocol import Commands
+from conversations.store.scripts import LuaScript
 from conversations.store.topology import CLUSTER_INDEX_GRACE_MS
 
 from .memory import eviction_warnings
@@ -47,76 +56,30 @@ from .stats import Distribution, HeavyHitters, TopN
 _SESSION_KEY_KINDS = ("meta", "messages", "idem", "events")
 #: Example keys kept per kind of problem.
 EXAMPLES = 10
-#: Sessions (or index entries) one script call looks at, on a single Redis.
-GROUPS_PER_CALL = 100
+#: Sessions (or index entries) one script call looks at, on a single Redis: about a millisecond of
+#: Redis per call (10-message sessions), few enough calls that their overhead stays small.
+GROUPS_PER_CALL = 400
+#: A session of more messages than this has its in-progress messages counted by calls of its own,
+#: this many messages each, so that no call holds Redis long.
+STALL_SCAN_INLINE = 200
+STALL_SCAN_CHUNK = 5000
+#: The default of ``ReportOptions.stalled_after``: a reply still in progress after 10 minutes of
+#: silence was most likely abandoned by a crashed or cancelled writer.
+DEFAULT_STALLED_AFTER = 600
+#: Values per session in a ``REPORT_INSPECT`` reply.
+_INSPECT_WIDTH = 9
 #: Owner indexes up to this size are read whole with ZRANGE; larger ones with ZSCAN.
 _SMALL_INDEX = 1000
 #: On a Redis Cluster a create adds the index entry before the session: entries younger than this
 #: may be a create in flight, not drift.
 
 # Kinds of corruption the report counts.
-WRONG_TYPE = "wrong_type"  # the meta key is not a hash, or the message key not a list
+WRONG_TYPE = "wrong_type"  # the meta key is not a hash, or the message key not a sorted set (list: layout 1)
 BAD_KEY = "bad_key"  # a key matching the session pattern whose id is not a session id
 BAD_META = "bad_meta"  # the meta hash lacks a field, or a number field is not an integer
-COUNT_MISMATCH = "count_mismatch"  # meta "count" differs from the message list's length
-BAD_MESSAGE = "bad_message"  # a sampled message is not valid JSON of the stored shape
+COUNT_MISMATCH = "count_mismatch"  # meta "count" differs from the messages held (set, or layout-1 list)
+BAD_MESSAGE = "bad_message"  # a sampled message (first or last) is missing or not of the stored shape
 NO_EXPIRY = "no_expiry"  # a key of the session has no TTL: it would never expire
-
-# KEYS: meta, messages, layout-1 message list of each session in turn.  One reply per session:
-#   {pttl} when the meta key is not a hash, else
-#   {pttl, owner, created_at, updated_at, count, messages held (-1: wrong type), messages pttl}
-_INSPECT = """
-local out = {}
-for i = 1, #KEYS, 3 do
-  local pttl = redis.call('PTTL', KEYS[i])
-  local m = redis.pcall('HMGET', KEYS[i], 'owner', 'created_at', 'updated_at', 'count', 'v')
-  if m.err then
-    out[#out + 1] = {pttl}
-  else
-    local key = KEYS[i + 1]
-    local n
-    if m[5] == '2' then n = redis.pcall('ZCARD', key) else key = KEYS[i + 2]; n = redis.pcall('LLEN', key) end
-    if type(n) == 'table' then n = -1 end
-    out[#out + 1] = {pttl, m[1], m[2], m[3], m[4], n, redis.call('PTTL', key)}
-  end
-end
-return out
-"""
-
-# KEYS: an owner index per session   ARGV: the session ids.  One reply each: the score, or false.
-_INDEX_SCORES = """
-local out = {}
-for i = 1, #KEYS do
-  local score = redis.pcall('ZSCORE', KEYS[i], ARGV[i])
-  if type(score) == 'table' then score = false end
-  out[i] = score
-end
-return out
-"""
-
-# KEYS: meta keys.  One reply each: the owner field, or false (no such hash, or not a hash).
-_OWNERS = """
-local out = {}
-for i = 1, #KEYS do
-  local owner = redis.pcall('HGET', KEYS[i], 'owner')
-  if type(owner) == 'table' then owner = false end
-  out[i] = owner
-end
-return out
-"""
-
-# Adds a missing index entry without ever lowering a newer score written meanwhile (ZADD GT), and
-# gives the index at least the session's remaining TTL (an index created here would have none).
-# KEYS: owner index   ARGV: score, session id, session pttl (ms, -1 for none)
-_REPAIR_MISSING = """
-redis.call('ZADD', KEYS[1], 'GT', ARGV[1], ARGV[2])
-local want = tonumber(ARGV[3])
-if want > 0 then
-  local have = redis.call('PTTL', KEYS[1])
-  if have == -1 or have < want then redis.call('PEXPIRE', KEYS[1], want) end
-end
-return 1
-"""
 
 
 @dataclass(frozen=True)
@@ -128,6 +91,8 @@ class ReportOptions:
     repair: bool = False
     owner_capacity: int = 5000
     scan_count: int = 1000
+    #: Seconds a session must have been idle for its in-progress messages to count as stalled replies.
+    stalled_after: int = DEFAULT_STALLED_AFTER
 
 
 @dataclass
@@ -143,17 +108,9 @@ class _Problems:
             self.examples.append({"kind": kind, "key": key, "detail": detail})
 
 
-@dataclass
-class _Candidate:
-    """One session that passed the filters, between the first and the second look."""
-
-    session_id: str
-    owner: str
-    created_at: int
-    updated_at: int
-    length: int
-    pttl: int
-    index: str = ""
+#: One session that passed the filters, kept until its index entry is checked:
+#: (session id, owner, owner index, updated_at, pttl, layout). A tuple: one per session counted.
+_Candidate = tuple[str, str, str, int, int, int]
 
 
 class ReportBuilder:
@@ -192,10 +149,13 @@ class ReportBuilder:
         self._seen_matching = 0
         # Index entries waiting to be checked: (index, owner tag, session id), at most ~2 x scan_count.
         self._pending_entries: list[tuple[str, str, str]] = []
-        self._inspect = self.client.register_script(_INSPECT)
-        self._index_scores = self.client.register_script(_INDEX_SCORES)
-        self._owners = self.client.register_script(_OWNERS)
-        self._repair_missing = self.client.register_script(_REPAIR_MISSING)
+        self.stalled_messages = 0
+        self.stalled_sessions = 0
+        self.script_calls = 0
+        #: The longest script call, client side (round trip included): an upper bound on how long the
+        #: report held Redis at once.
+        self.longest_call_s = 0.0
+        self._per_call = 1 if store.topology.cluster else GROUPS_PER_CALL
 
     # ------------------------------------------------------------------ the pass
 
@@ -216,178 +176,237 @@ class ReportBuilder:
             self.progress.finish()
         return self._result(largest, time.monotonic() - started)
 
-    def _queue_grouped(
-        self, pipe: Any, script: Any, keys: Sequence[str], args: Sequence[Any], width: int
-    ) -> int:
-        """Queue ``script`` over groups of ``width`` keys (and one arg per group when ``args``);
-        returns how many calls were queued. The replies, flattened, give one item per group."""
-        per_call = 1 if self.store.topology.cluster else GROUPS_PER_CALL
-        groups = len(keys) // width
-        calls = 0
-        for start in range(0, groups, per_call):
-            stop = min(start + per_call, groups)
-            call_keys, call_args = keys[start * width : stop * width], args[start:stop]
-            if self.store.topology.cluster:
-                # redis-py's cluster pipeline refuses EVALSHA (it cannot load a script on the right
-                # node mid-pipeline) but routes EVAL by its keys' slot: send the source instead.
-                pipe.execute_command("EVAL", script.script, len(call_keys), *call_keys, *call_args)
-            else:
-                script(keys=call_keys, args=call_args, client=pipe)
-            calls += 1
-        return calls
+    def _script(
+        self, script: LuaScript, keys: Sequence[str], args: Sequence[Any], write: bool = False
+    ) -> Any:
+        """One script call through the store's transport (EVALSHA, loaded on NOSCRIPT), timed."""
+        started = time.perf_counter()
+        reply = self.store.sync.script(script, keys, args, write=write)
+        elapsed = time.perf_counter() - started
+        self.script_calls += 1
+        if elapsed > self.longest_call_s:
+            self.longest_call_s = elapsed
+        return reply
 
-    @staticmethod
-    def _flatten(replies: list[Any]) -> list[Any]:
+    def _grouped(
+        self,
+        script: LuaScript,
+        keys: Sequence[str],
+        width: int,
+        per_group: Sequence[Any] = (),
+        fixed: Sequence[Any] = (),
+    ) -> list[Any]:
+        """``script`` over groups of ``width`` keys (and one arg per group when ``per_group``), a
+        few hundred groups a call (one on a cluster); the flat replies, concatenated."""
+        groups = len(keys) // width
+        step = self._per_call
         flat: list[Any] = []
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-            flat.extend(reply)
+        for start in range(0, groups, step):
+            stop = min(start + step, groups)
+            args = [*fixed, *per_group[start:stop]] if per_group else fixed
+            flat += self._script(script, keys[start * width : stop * width], args)
         return flat
+
+    def _commands(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Plain commands in one round trip through the store's transport (packed by hand)."""
+        replies: list[Any] = self.store.sync.commands(Commands(tuple(commands)))
+        return replies
 
     def _session_batch(self, batch: list[Any]) -> None:
         self.scanned_keys += len(batch)
-        entries: list[tuple[str, str]] = []
-        keys: list[str] = []
+        layout = self.keys
+        session_ids: list[str] = []
+        script_keys: list[str] = []
         for raw_key in batch:
             key = text(raw_key)
-            session_id = self.keys.session_id_from_key(key)
-            if session_id is None or key != self.keys.meta(session_id):
+            session_id = layout.session_id_from_key(key)
+            if session_id is None or key != layout.meta(session_id):
                 self.problems.add(BAD_KEY, key, "not a session key of this layout")
                 continue
-            entries.append((key, session_id))
-            keys += (key, self.keys.messages(session_id), self.keys.legacy_messages(session_id))
-        if not entries:
+            head = key[:-4]  # "<prefix>:s:{<id>}:"
+            session_ids.append(session_id)
+            script_keys += (key, head + "m", head + "msgs")
+        if not session_ids:
             return
-        pipe = self.client.pipeline(transaction=False)
-        self._queue_grouped(pipe, self._inspect, keys, (), 3)
-        replies = self._flatten(pipe.execute(raise_on_error=False))
-        candidates: list[_Candidate] = []
-        for (key, session_id), reply in zip(entries, replies, strict=True):
-            candidate = self._first_look(key, session_id, reply)
-            if candidate is not None:
-                candidates.append(candidate)
+        stall_cutoff = self.now_ms - self.options.stalled_after * 1000
+        flat = self._grouped(scripts.REPORT_INSPECT, script_keys, 3, fixed=(stall_cutoff, STALL_SCAN_INLINE))
+        candidates = self._first_look(session_ids, flat)
         if candidates:
             self._second_look(candidates)
 
-    def _first_look(self, key: str, session_id: str, reply: list[Any]) -> _Candidate | None:
-        pttl = int(reply[0])
-        if pttl == -2:
-            return None  # expired or deleted since SCAN saw it
-        if len(reply) == 1:
-            self.problems.add(WRONG_TYPE, key, "the meta key is not a hash")
-            return None
-        owner_raw, created_raw, updated_raw, count_raw, length, messages_pttl = reply[1:7]
-        if owner_raw is None:
-            self.problems.add(BAD_META, key, "no 'owner' field")
-            return None
-        owner = text(owner_raw)
-        if self.options.owner is not None and owner != self.options.owner:
-            return None
-        numbers = (parse_int(created_raw), parse_int(updated_raw), parse_int(count_raw))
-        for name, value in zip(("created_at", "updated_at", "count"), numbers, strict=True):
-            if value is None or value < 0:
-                self.problems.add(BAD_META, key, f"'{name}' is missing or not a non-negative integer")
-                return None
-        created_at, updated_at, count = (int(value or 0) for value in numbers)
-        if length < 0:
-            self.problems.add(
-                WRONG_TYPE, self.keys.messages(session_id), "the message key has the wrong type"
+    def _first_look(self, session_ids: list[str], flat: list[Any]) -> list[_Candidate]:
+        """Count every session of the batch that passes the filters, straight from the flat reply
+        (the hot path: no object per session but the tuple the index check needs)."""
+        options, layout, problems = self.options, self.keys, self.problems
+        now = self.now_ms
+        only_owner = options.owner
+        idle_floor = None if options.idle_longer_than is None else options.idle_longer_than * 1000
+        held_values: list[int] = []
+        ages: list[int] = []
+        idles: list[int] = []
+        ttls: list[int] = []
+        messages_add, age_add, idle_add, ttl_add = held_values.append, ages.append, idles.append, ttls.append
+        largest_add, owners_add, owner_index = self.largest.add, self.owners.add, layout.owner_index
+        candidates: list[_Candidate] = []
+        width = _INSPECT_WIDTH
+        for i, session_id in enumerate(session_ids):
+            at = i * width
+            pttl, owner_raw, created_raw, updated_raw, count_raw, held, messages_pttl, version, stalled = (
+                flat[at : at + width]
             )
-            return None
-        idle_ms = self.now_ms - updated_at
-        if self.options.idle_longer_than is not None and idle_ms <= self.options.idle_longer_than * 1000:
-            return None
-        if pttl == -1 or (messages_pttl == -1 and length > 0):
-            self.problems.add(NO_EXPIRY, key, "the session has no TTL and would never expire")
-        if count != length:
-            self.problems.add(COUNT_MISMATCH, key, f"count says {count} messages, Redis holds {length}")
-        return _Candidate(session_id, owner, created_at, updated_at, int(length), pttl)
+            if pttl == -2:
+                continue  # expired or deleted since SCAN saw it
+            if held == -2:
+                problems.add(WRONG_TYPE, layout.meta(session_id), "the meta key is not a hash")
+                continue
+            if owner_raw is None:
+                problems.add(BAD_META, layout.meta(session_id), "no 'owner' field")
+                continue
+            owner = text(owner_raw)
+            if only_owner is not None and owner != only_owner:
+                continue
+            try:
+                created_at, updated_at, count = int(created_raw), int(updated_raw), int(count_raw)
+                valid = created_at >= 0 and updated_at >= 0 and count >= 0
+            except (TypeError, ValueError):
+                valid = False
+            if not valid:
+                self._bad_numbers(session_id, created_raw, updated_raw, count_raw)
+                continue
+            if held == -1:
+                kind = layout.messages(session_id) if version == 2 else layout.legacy_messages(session_id)
+                problems.add(WRONG_TYPE, kind, "the message key has the wrong type")
+                continue
+            idle_ms = now - updated_at
+            if idle_floor is not None and idle_ms <= idle_floor:
+                continue
+            if pttl == -1 or (messages_pttl == -1 and held > 0):
+                problems.add(
+                    NO_EXPIRY, layout.meta(session_id), "the session has no TTL and would never expire"
+                )
+            if count != held:
+                problems.add(
+                    COUNT_MISMATCH,
+                    layout.meta(session_id),
+                    f"count says {count} messages, Redis holds {held}",
+                )
+            if stalled:
+                if stalled < 0:
+                    stalled = self._stalled_in_large(session_id, held)
+                if stalled:
+                    self.stalled_messages += stalled
+                    self.stalled_sessions += 1
+            self.sessions += 1
+            messages_add(held)
+            age_add(now - created_at)
+            idle_add(idle_ms)
+            if pttl >= 0:
+                ttl_add(pttl)
+            largest_add(held, session_id, (owner, idle_ms))
+            owners_add(owner)
+            candidates.append((session_id, owner, owner_index(owner), updated_at, pttl, version))
+        self.messages.add_many(held_values)
+        self.age.add_many(ages)
+        self.idle.add_many(idles)
+        self.ttl.add_many(ttls)
+        return candidates
+
+    def _bad_numbers(self, session_id: str, *raws: Any) -> None:
+        for name, raw in zip(("created_at", "updated_at", "count"), raws, strict=True):
+            value = parse_int(raw)
+            if value is None or value < 0:
+                self.problems.add(
+                    BAD_META, self.keys.meta(session_id), f"'{name}' is missing or not a non-negative integer"
+                )
+                return
+
+    def _stalled_in_large(self, session_id: str, held: int) -> int:
+        """In-progress messages of a session too large to scan in the inspecting call: a chunk a call."""
+        key = self.keys.messages(session_id)
+        stalled = 0
+        for start in range(0, held, STALL_SCAN_CHUNK):
+            stalled += int(self._script(scripts.REPORT_STALLED, [key], [start, start + STALL_SCAN_CHUNK - 1]))
+        return stalled
 
     def _second_look(self, candidates: list[_Candidate]) -> None:
-        every = self.options.memory_sample_every
-        for candidate in candidates:
-            candidate.index = self._owner_index(candidate.owner)
-        pipe = self.client.pipeline(transaction=False)
-        calls = self._queue_grouped(
-            pipe, self._index_scores, [c.index for c in candidates], [c.session_id for c in candidates], 1
+        scores = self._grouped(
+            scripts.REPORT_INDEX_SCORES, [c[2] for c in candidates], 1, per_group=[c[0] for c in candidates]
         )
-        sampled: list[_Candidate] = []
-        for candidate in candidates:
-            self._seen_matching += 1
-            if self.memory_enabled and (self._seen_matching - 1) % every == 0:
-                sampled.append(candidate)
-                for key in self.keys.session_keys(candidate.session_id):
-                    pipe.memory_usage(key)
-                messages_key = self.keys.messages(candidate.session_id)
-                pipe.zrange(messages_key, 0, 0)
-                pipe.zrange(messages_key, -1, -1)
-        replies = pipe.execute(raise_on_error=False)
-        scores = self._flatten(replies[:calls])
-        width = len(_SESSION_KEY_KINDS) + 2
-        for i, candidate in enumerate(sampled):
-            at = calls + width * i
-            memory = replies[at : at + width - 2]
-            first, last = (
-                (reply[0] if isinstance(reply, list) and reply else None)
-                for reply in replies[at + width - 2 : at + width]
-            )
-            self._sample(candidate, memory, first, last)
+        every = self.options.memory_sample_every
+        if every > 0:
+            seen = self._seen_matching
+            # One session in ``every`` of those counted (the first of each run of ``every``).
+            sampled = [c for n, c in enumerate(candidates, start=seen) if n % every == 0]
+            self._seen_matching = seen + len(candidates)
+            if sampled:
+                self._sample(sampled)
         missing = [c for c, score in zip(candidates, scores, strict=True) if score is None]
-        for candidate in candidates:
-            self._count(candidate)
         if missing:
             self._recheck(missing)
 
-    def _owner_index(self, owner: str) -> str:
-        return self.keys.owner_index(owner)  # KeyLayout caches the owner's digest
-
-    def _sample(self, candidate: _Candidate, memory: list[Any], first: Any, last: Any) -> None:
-        if self.memory_enabled:
-            errors = [reply for reply in memory if isinstance(reply, Exception)]
-            if errors:
-                # Some managed Redis services refuse MEMORY: report the figures as unavailable.
-                self.memory_enabled = False
-                self.memory_error = str(errors[0])
+    def _sample(self, sampled: list[_Candidate]) -> None:
+        """MEMORY USAGE of the sampled sessions' keys and a check of their first and last messages,
+        in one round trip; the messages are read from where the session's layout keeps them."""
+        layout = self.keys
+        commands: list[tuple[Any, ...]] = []
+        for session_id, _owner, _index, _updated, _pttl, version in sampled:
+            meta, messages, idem, events = layout.session_keys(session_id)
+            if version != 2:
+                messages = layout.legacy_messages(session_id)
+            if self.memory_enabled:
+                commands += [("MEMORY", "USAGE", key) for key in (meta, messages, idem, events)]
+            if version == 2:
+                commands += [("ZRANGE", messages, 0, 0), ("ZRANGE", messages, -1, -1)]
             else:
+                commands += [("LINDEX", messages, 0), ("LINDEX", messages, -1)]
+        try:
+            replies = self._commands(commands)
+        except redis.ResponseError as exc:
+            if not self.memory_enabled:
+                raise
+            # Some managed Redis services refuse MEMORY: report the figures as unavailable.
+            self.memory_enabled = False
+            self.memory_error = str(exc)
+            self._sample(sampled)
+            return
+        width = 6 if self.memory_enabled else 2
+        for i, (session_id, *_rest) in enumerate(sampled):
+            at = i * width
+            if self.memory_enabled:
                 self.memory_sampled += 1
-                self.memory_sampled_bytes += sum(int(reply or 0) for reply in memory)
-        if candidate.length:
+                self.memory_sampled_bytes += sum(int(reply or 0) for reply in replies[at : at + 4])
+            first, last = replies[at + width - 2 : at + width]
+            version = sampled[i][5]
+            if version == 2:
+                first = first[0] if first else None
+                last = last[0] if last else None
+            if first is None and last is None:
+                continue  # no message (or all removed since the first look)
             for raw in (first, last):
-                problem = message_problem(None if isinstance(raw, Exception) else raw)
+                problem = message_problem(raw)
                 if problem is not None:
-                    self.problems.add(BAD_MESSAGE, self.keys.messages(candidate.session_id), problem)
+                    where = (
+                        layout.messages(session_id) if version == 2 else layout.legacy_messages(session_id)
+                    )
+                    self.problems.add(BAD_MESSAGE, where, problem)
                     break
-
-    def _count(self, candidate: _Candidate) -> None:
-        self.sessions += 1
-        messages = candidate.length
-        self.messages.add(messages)
-        self.age.add(self.now_ms - candidate.created_at)
-        idle_ms = self.now_ms - candidate.updated_at
-        self.idle.add(idle_ms)
-        if candidate.pttl >= 0:
-            self.ttl.add(candidate.pttl)
-        self.largest.add(messages, candidate.session_id, (candidate.owner, idle_ms))
-        self.owners.add(candidate.owner)
 
     def _recheck(self, missing: list[_Candidate]) -> None:
         # Read again what looked missing from its index: a session created or deleted between the
         # two looks must not be reported as drift.
-        pipe = self.client.pipeline(transaction=False)
-        for candidate in missing:
-            pipe.exists(self.keys.meta(candidate.session_id))
-            pipe.zscore(candidate.index, candidate.session_id)
-        replies = pipe.execute(raise_on_error=False)
-        for i, candidate in enumerate(missing):
+        commands: list[tuple[Any, ...]] = []
+        for session_id, _owner, index, *_rest in missing:
+            commands += [("EXISTS", self.keys.meta(session_id)), ("ZSCORE", index, session_id)]
+        replies = self._commands(commands)
+        for i, (session_id, _owner, index, updated_at, pttl, _version) in enumerate(missing):
             exists, score = replies[2 * i], replies[2 * i + 1]
             if exists != 1 or score is not None:
                 continue
             self.missing_from_index += 1
-            self._drift_example("missing", candidate.index, candidate.session_id)
+            self._drift_example("missing", index, session_id)
             if self.options.repair:
-                self._repair_missing(
-                    keys=[candidate.index], args=[candidate.updated_at, candidate.session_id, candidate.pttl]
+                self._script(
+                    scripts.REPORT_REPAIR_MISSING, [index], [updated_at, session_id, pttl], write=True
                 )
                 self.repaired_missing += 1
 
@@ -465,9 +484,7 @@ class ReportBuilder:
         checked = [entry for entry in entries if SESSION_ID_RE.match(entry[2])]
         stale = [entry for entry in entries if not SESSION_ID_RE.match(entry[2])]
         if checked:
-            pipe = self.client.pipeline(transaction=False)
-            self._queue_grouped(pipe, self._owners, [self.keys.meta(sid) for _, _, sid in checked], (), 1)
-            owners = self._flatten(pipe.execute(raise_on_error=False))
+            owners = self._grouped(scripts.REPORT_OWNERS, [self.keys.meta(sid) for _, _, sid in checked], 1)
             for entry, owner in zip(checked, owners, strict=True):
                 if owner is None or KeyLayout.owner_tag(text(owner)) != entry[1]:
                     stale.append(entry)
@@ -497,8 +514,9 @@ class ReportBuilder:
                 for key in self.keys.session_keys(session_id):
                     pipe.memory_usage(key)
             replies = pipe.execute(raise_on_error=False)
+            width = len(_SESSION_KEY_KINDS)
             for i in range(len(ranked)):
-                parts = replies[3 * i : 3 * i + 3]
+                parts = replies[width * i : width * i + width]
                 if not any(isinstance(part, Exception) for part in parts):
                     memory[i] = sum(int(part or 0) for part in parts)
         return [
@@ -555,6 +573,11 @@ class ReportBuilder:
                 "by_kind": dict(sorted(self.problems.counts.items())),
                 "examples": self.problems.examples,
             },
+            "stalled_replies": {
+                "idle_longer_than_seconds": options.stalled_after,
+                "messages": self.stalled_messages,
+                "sessions": self.stalled_sessions,
+            },
             "index_drift": {
                 "owner_indexes": self.index_keys,
                 "index_entries": self.index_entries,
@@ -565,6 +588,8 @@ class ReportBuilder:
                 "repaired_missing": self.repaired_missing,
                 "examples": self.drift_examples,
             },
+            "script_calls": self.script_calls,
+            "longest_script_call_ms": round(self.longest_call_s * 1000, 3),
             "elapsed_seconds": round(elapsed, 3),
         }
 

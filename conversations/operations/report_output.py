@@ -180,6 +180,12 @@ def render_table(report: dict[str, Any]) -> str:
     lines.append(f"Corrupt keys: {corrupt['total']:,}" + (f" ({kinds})" if kinds else ""))
     lines.extend(f"  {e['kind']:<15} {e['key']}  {e['detail']}" for e in corrupt["examples"])
     lines.append("")
+    stalled = report["stalled_replies"]
+    lines.append(
+        f"Stalled replies: {stalled['messages']:,} in-progress messages in {stalled['sessions']:,} "
+        f"sessions idle longer than {format_duration(stalled['idle_longer_than_seconds'])}"
+    )
+    lines.append("")
     drift = report["index_drift"]
     lines.append(
         f"Index drift: stale entries {drift['stale_entries']:,} (session gone), "
@@ -195,5 +201,8 @@ def render_table(report: dict[str, Any]) -> str:
     elif drift["stale_entries"] or drift["missing_entries"]:
         lines.append("Run with --repair to fix the index drift.")
     lines.append("")
-    lines.append(f"Scanned {report['scanned_keys']:,} session keys in {report['elapsed_seconds']:.2f}s.")
+    lines.append(
+        f"Scanned {report['scanned_keys']:,} session keys in {report['elapsed_seconds']:.2f}s "
+        f"({report['script_calls']:,} script calls, the longest {report['longest_script_call_ms']:.1f} ms)."
+    )
     return "\n".join(lines) + "\n"

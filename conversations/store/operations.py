@@ -11,7 +11,7 @@ import secrets
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -414,26 +414,19 @@ def list_sessions_page(
     limit = validation.positive_int(limit, field="limit", maximum=1000)
     index = ctx.keys.owner_index(owner_v)
     max_score: int | str = "+inf"
-    after_id: str | None = None
+    after_id = ""
     if cursor is not None:
         max_score, after_id = codec.decode_session_cursor(cursor)
     found: list[tuple[SessionSummary, int]] = []
-    offset = 0
     batch = limit + 1
     while len(found) <= limit:
-        (entries,) = yield Commands(
-            (("ZREVRANGEBYSCORE", index, max_score, "-inf", "WITHSCORES", "LIMIT", offset, batch),)
-        )
+        entries = yield Run(scripts.INDEX_PAGE, (index,), (max_score, after_id, batch))
         pairs = codec.score_pairs(entries)
-        offset += len(pairs)
         candidates: list[tuple[str, int]] = []
         for raw_id, raw_score in pairs:
-            session_id, score = as_text(raw_id), int(float(raw_score))
-            # Members sharing the cursor's score come in reverse order of id: skip those already shown.
-            if after_id is not None and score == max_score and session_id >= after_id:
-                continue
+            session_id = as_text(raw_id)
             if SESSION_ID_RE.match(session_id):
-                candidates.append((session_id, score))
+                candidates.append((session_id, _score(raw_score)))
         summaries = yield from _summaries(ctx, [sid for sid, _ in candidates], owner_v)
         stale = []
         for (session_id, score), summary in zip(candidates, summaries, strict=True):
@@ -441,10 +434,11 @@ def list_sessions_page(
                 stale.append((session_id, score))
             else:
                 found.append((summary, score))
-        # Pruned entries leave the index, so the next batch starts that many places earlier.
-        offset -= yield from _prune_index(ctx, index, stale)
+        yield from _prune_index(ctx, index, stale)
         if len(pairs) < batch:
             break
+        # The next batch starts after the last entry read (found or not).
+        max_score, after_id = _score(pairs[-1][1]), as_text(pairs[-1][0])
     if len(found) > limit:
         last_summary, last_score = found[limit - 1]
         return SessionPage(
@@ -454,12 +448,70 @@ def list_sessions_page(
     return SessionPage(sessions=[s for s, _ in found], next_cursor=None)
 
 
+def _score(raw: Any) -> int:
+    """An index score (integer milliseconds) from its reply."""
+    try:
+        return int(raw)
+    except ValueError:
+        return int(float(raw))
+
+
 _SUMMARY_WANTED = ("owner", *codec.SUMMARY_FIELDS)
+_EMPTY_METADATA = (b"{}", "{}", b"", "", None)
 
 
 def _summaries(ctx: Context, session_ids: list[str], owner: str) -> Operation[list[SessionSummary | None]]:
+    """The summaries of ``session_ids`` (None for each one gone), in one round trip.
+
+    On a single Redis: one ``LIST_SUMMARIES`` call with a flat reply, parsed here with as few steps
+    per session as a ``SessionSummary`` allows (listings build thousands). On a cluster, where one
+    script may touch one slot only, the same reads as plain commands in one packed round trip.
+    """
     if not session_ids:
         return []
+    keys = ctx.keys
+    if ctx.topology.cluster:
+        return (yield from _summaries_by_commands(ctx, session_ids, owner))
+    meta = keys.meta
+    flat = yield Run(scripts.LIST_SUMMARIES, [meta(session_id) for session_id in session_ids], (owner,))
+    now_ms = time.time() * 1000
+    owner_o = owner or None
+    stamp, loads, summary = datetime.fromtimestamp, codec.decode_metadata, SessionSummary
+    empty = _EMPTY_METADATA
+    found: list[SessionSummary | None] = []
+    append = found.append
+    at = 0
+    for session_id in session_ids:
+        expires = flat[at]
+        if expires is None:
+            append(None)
+        else:
+            title, metadata, created, updated, count = flat[at + 1 : at + 6]
+            if type(expires) is not int:  # the stored expires_at
+                expires_at: datetime | None = stamp(int(expires) / 1000, UTC)
+            elif expires < 0:  # layout 1 without a TTL
+                expires_at = None
+            else:  # layout 1: the remaining TTL
+                expires_at = stamp((now_ms + expires) / 1000, UTC)
+            append(
+                summary(
+                    session_id,
+                    owner_o,
+                    title.decode("utf-8", "replace") if type(title) is bytes else title,
+                    {} if metadata in empty else loads(metadata, session_id),
+                    stamp(int(created) / 1000, UTC),
+                    stamp(int(updated) / 1000, UTC),
+                    expires_at,
+                    int(count),
+                )
+            )
+        at += 6
+    return found
+
+
+def _summaries_by_commands(
+    ctx: Context, session_ids: list[str], owner: str
+) -> Operation[list[SessionSummary | None]]:
     keys = ctx.keys
     commands: list[tuple[Any, ...]] = []
     for session_id in session_ids:

@@ -341,6 +341,85 @@ return 1
 """,
 )
 
+# KEYS: owner index   ARGV: cursor score ('+inf' for the first page), cursor session id ('' none),
+# most entries
+# Returns up to that many entries after the cursor, newest first, flat {id, score, ...}. When the
+# cursor's entry is still in the index with the cursor's score, the page starts at its rank (O(log
+# n), however many entries share that score: an import writes thousands within one millisecond);
+# otherwise (the session was deleted, or written since) it walks the entries at or below the score,
+# skipping those of the cursor's score that sort at or after its id, as the order shows them.
+INDEX_PAGE = LuaScript(
+    "index_page",
+    NO_WRITES
+    + """
+local max, after, want = ARGV[1], ARGV[2], tonumber(ARGV[3])
+if after ~= '' then
+  local score = redis.call('ZSCORE', KEYS[1], after)
+  if score and tonumber(score) == tonumber(max) then
+    local start = redis.call('ZREVRANK', KEYS[1], after) + 1
+    return redis.call('ZREVRANGE', KEYS[1], start, start + want - 1, 'WITHSCORES')
+  end
+else
+  return redis.call('ZREVRANGEBYSCORE', KEYS[1], max, '-inf', 'WITHSCORES', 'LIMIT', 0, want)
+end
+local top, out, offset = tonumber(max), {}, 0
+while #out < 2 * want do
+  local chunk = redis.call('ZREVRANGEBYSCORE', KEYS[1], max, '-inf', 'WITHSCORES', 'LIMIT', offset, want)
+  if #chunk == 0 then break end
+  for j = 1, #chunk, 2 do
+    if #out < 2 * want and not (tonumber(chunk[j + 1]) == top and chunk[j] >= after) then
+      out[#out + 1] = chunk[j]
+      out[#out + 1] = chunk[j + 1]
+    end
+  end
+  offset = offset + #chunk / 2
+end
+return out
+""",
+)
+
+# KEYS: the meta hash of each session   ARGV: owner
+# A listing's summaries, flat, 6 values per session: {expires, title, metadata, created_at, updated_at,
+# count}, or 6 falses when the session is gone: missing, another owner's, or half-evicted (its message
+# set, or the layout-1 list when meta has no ``v``, does not hold ``count`` members). ``expires`` is
+# the stored ``expires_at`` (a string), or the meta key's PTTL (an integer) on layout 1, which did
+# not store it.
+# The cheapest reads that say all that: one call reads a page of up to ~1,000 sessions at a few µs
+# each. It runs on a single Redis only (a cluster lists with plain commands, one slot per session),
+# which is why it may derive each session's message key from its meta key instead of being passed
+# three keys a session: that would double what the call costs to send and parse.
+LIST_SUMMARIES = LuaScript(
+    "list_summaries",
+    NO_WRITES
+    + """
+local out, n, owner = {}, 0, ARGV[1]
+for i = 1, #KEYS do
+  local key = KEYS[i]
+  local f = redis.call('HMGET', key, 'owner', 'v', 'count', 'title', 'metadata', 'created_at',
+                       'updated_at', 'expires_at')
+  local live = f[1] == owner
+  if live then
+    local held
+    local head = string.sub(key, 1, -5)
+    if f[2] then held = redis.call('ZCARD', head .. 'm') else held = redis.call('LLEN', head .. 'msgs') end
+    live = held == tonumber(f[3])
+  end
+  if live then
+    out[n + 1] = f[8] or redis.call('PTTL', key)
+    out[n + 2] = f[4] or ''
+    out[n + 3] = f[5] or ''
+    out[n + 4] = f[6] or '0'
+    out[n + 5] = f[7] or '0'
+    out[n + 6] = f[3]
+  else
+    for j = 1, 6 do out[n + j] = false end
+  end
+  n = n + 6
+end
+return out
+""",
+)
+
 # --------------------------------------------------------------------------------- messages
 
 # ARGV[7..]: max messages, idempotency key digest ('' none), fingerprint, k, then k message bodies
@@ -582,5 +661,129 @@ DELETE_IF_UNCHANGED = LuaScript(
     """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
+""",
+)
+
+# --------------------------------------------------------------------------------- the report
+#
+# ``conversations_report`` reads a few hundred sessions per call on a single Redis (one per call on
+# a cluster, where a script may touch one slot only). Each call holds Redis for about a millisecond
+# at most; replies are flat, a fixed number of values per session, the cheapest to parse.
+
+# KEYS: meta, m (messages), legacy list of each session in turn
+# ARGV: stall cutoff (ms: count in-progress messages of sessions updated before it), the most
+#       messages of one session scanned here for them
+# 9 values per session: meta pttl, owner (false: no owner field, or the meta key is not a hash),
+# created_at, updated_at, count, messages held (-1: the message key has the wrong type, -2: the meta
+# key is not a hash), the message key's pttl, layout (1 or 2), stalled replies (in-progress messages
+# of a session idle since before the cutoff; -1: too many messages to scan here, ask
+# REPORT_STALLED). Reading a session in one script means a count that disagrees with what is held is
+# damage, not an append landing between two reads.
+REPORT_INSPECT = LuaScript(
+    "report_inspect",
+    NO_WRITES
+    + """
+local out, n = {}, 0
+local cutoff, cap = tonumber(ARGV[1]), tonumber(ARGV[2])
+for i = 1, #KEYS, 3 do
+  local pttl = redis.call('PTTL', KEYS[i])
+  local f = redis.pcall('HMGET', KEYS[i], 'owner', 'created_at', 'updated_at', 'count', 'v')
+  if f.err then
+    out[n + 1] = pttl
+    for j = 2, 9 do out[n + j] = false end
+    out[n + 6] = -2
+  else
+    local key, layout, held = KEYS[i + 1], 2, nil
+    if f[5] == '2' then
+      held = redis.pcall('ZCARD', key)
+    else
+      key, layout = KEYS[i + 2], 1
+      held = redis.pcall('LLEN', key)
+    end
+    if type(held) == 'table' then held = -1 end
+    local stalled, updated = 0, tonumber(f[3])
+    if layout == 2 and held > 0 and updated and updated < cutoff then
+      if held <= cap then
+        for _, raw in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+          if string.find(raw, '\\n,"status":"in_progress"\\n', 1, true) then stalled = stalled + 1 end
+        end
+      else
+        stalled = -1
+      end
+    end
+    out[n + 1] = pttl
+    out[n + 2] = f[1] or false
+    out[n + 3] = f[2] or false
+    out[n + 4] = f[3] or false
+    out[n + 5] = f[4] or false
+    out[n + 6] = held
+    out[n + 7] = redis.call('PTTL', key)
+    out[n + 8] = layout
+    out[n + 9] = stalled
+  end
+  n = n + 9
+end
+return out
+""",
+)
+
+# KEYS: a session's message set   ARGV: first rank, last rank
+# Returns how many of those messages are in progress (the report's stalled replies, for a session
+# too large for REPORT_INSPECT to scan in one go).
+REPORT_STALLED = LuaScript(
+    "report_stalled",
+    NO_WRITES
+    + """
+local stalled = 0
+for _, raw in ipairs(redis.call('ZRANGE', KEYS[1], ARGV[1], ARGV[2])) do
+  if string.find(raw, '\\n,"status":"in_progress"\\n', 1, true) then stalled = stalled + 1 end
+end
+return stalled
+""",
+)
+
+# KEYS: an owner index per session   ARGV: the session ids.  One reply each: the score, or false.
+REPORT_INDEX_SCORES = LuaScript(
+    "report_index_scores",
+    NO_WRITES
+    + """
+local out = {}
+for i = 1, #KEYS do
+  local score = redis.pcall('ZSCORE', KEYS[i], ARGV[i])
+  if type(score) == 'table' then score = false end
+  out[i] = score
+end
+return out
+""",
+)
+
+# KEYS: meta keys.  One reply each: the owner field, or false (no such hash, or not a hash).
+REPORT_OWNERS = LuaScript(
+    "report_owners",
+    NO_WRITES
+    + """
+local out = {}
+for i = 1, #KEYS do
+  local owner = redis.pcall('HGET', KEYS[i], 'owner')
+  if type(owner) == 'table' then owner = false end
+  out[i] = owner
+end
+return out
+""",
+)
+
+# KEYS: owner index   ARGV: score, session id, session pttl (ms, -1 for none)
+# Adds a missing index entry without ever lowering a newer score written meanwhile (ZADD GT), and
+# gives the index at least the session's remaining TTL (an index created here would have none).
+REPORT_REPAIR_MISSING = LuaScript(
+    "report_repair_missing",
+    """
+redis.call('ZADD', KEYS[1], 'GT', ARGV[1], ARGV[2])
+local want = tonumber(ARGV[3])
+if want > 0 then
+  local have = redis.call('PTTL', KEYS[1])
+  if have == -1 or have < want then redis.call('PEXPIRE', KEYS[1], want) end
+end
+return 1
 """,
 )

@@ -9,7 +9,7 @@ from django.utils.translation import gettext_lazy as _
 
 from conversations.management.arguments import OptionTypesCommand, duration, owner, whole_number
 from conversations.management.errors import command_errors
-from conversations.operations.report import ReportOptions, build_report
+from conversations.operations.report import DEFAULT_STALLED_AFTER, ReportOptions, build_report
 from conversations.operations.report_output import FORMATS, render
 from conversations.operations.scanning import Progress
 from conversations.store import get_store
@@ -41,6 +41,18 @@ class Command(OptionTypesCommand):
             type=duration,
             metavar="DURATION",
             help=str(_("Only sessions idle longer than this: 90 (seconds), 90s, 15m, 2h, 1d.")),
+        )
+        parser.add_argument(
+            "--stalled-after",
+            type=duration,
+            default=DEFAULT_STALLED_AFTER,
+            metavar="DURATION",
+            help=str(
+                _(
+                    "Count as stalled replies the in-progress messages of sessions idle longer than "
+                    "this (default 10m)."
+                )
+            ),
         )
         parser.add_argument(
             "--top",
@@ -80,6 +92,7 @@ class Command(OptionTypesCommand):
             top=options["top"],
             memory_sample_every=options["memory_sample"],
             repair=bool(options["repair"]),
+            stalled_after=options["stalled_after"],
         )
         progress = Progress(
             lambda line: self.stderr.write(line, style_func=str, ending=""),
