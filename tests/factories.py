@@ -4,6 +4,7 @@ written straight through pipelines (thousands per round trip), and keys in the s
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import orjson
@@ -171,7 +172,7 @@ def put_legacy_session(
     did for an idempotent append."""
     from conversations.store.keys import digest
 
-    now_ms = int(client.time()[0]) * 1000
+    now_ms = int(time.time() * 1000)
     pipe = client.pipeline(transaction=False)
     sid = put_session(
         pipe,
