@@ -274,16 +274,34 @@ def _no_retry() -> dict[str, Any]:
     return {"retry": AsyncRetry(NoBackoff(), 0)}
 
 
-def _async_pool_class(configured: Any) -> Any:
-    """The redis.asyncio pool class matching a configured sync one (blocking or not)."""
+# A loop's pool, unless the site configures its own: this many connections, and a coroutine that finds
+# them all busy waits for one (up to the socket timeout) instead of failing. redis-py 6+ caps a plain
+# pool at 100 and fails the 101st concurrent command with "Too many connections"; one event loop easily
+# runs more concurrent calls than that, which threads (one connection each) never did.
+ASYNC_POOL_SIZE = 100
+# Sentinel's and the cluster's pools cannot wait for a connection: they get no cap (as before
+# redis-py 6) unless the site sets one, so a burst of concurrent calls opens what it needs.
+_UNCAPPED = 2**31
+
+
+def _async_pool(configured: Any, url: str, kwargs: dict[str, Any]) -> Any:
+    """The redis.asyncio pool for ``url``: the async twin of a configured sync pool class (blocking or
+    not), or by default a blocking pool of ``ASYNC_POOL_SIZE`` that waits up to the socket timeout."""
     import redis.asyncio
 
     cls = _import(configured)
     if _is_subclass(cls, "redis.asyncio.ConnectionPool"):
-        return cls
-    if _is_subclass(cls, "redis.BlockingConnectionPool"):
-        return redis.asyncio.BlockingConnectionPool
-    return redis.asyncio.ConnectionPool
+        pool_class = cls
+    elif _is_subclass(cls, "redis.BlockingConnectionPool"):
+        pool_class = redis.asyncio.BlockingConnectionPool
+    elif cls is not None:
+        pool_class = redis.asyncio.ConnectionPool
+    else:
+        pool_class = redis.asyncio.BlockingConnectionPool
+        kwargs.setdefault("max_connections", ASYNC_POOL_SIZE)
+        if kwargs.get("socket_timeout"):
+            kwargs.setdefault("timeout", kwargs["socket_timeout"])
+    return pool_class.from_url(url, **kwargs, **_no_retry())
 
 
 def _django_redis_connection_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -309,9 +327,8 @@ def _async_plain(url: str, options: Mapping[str, Any]) -> _Built:
     """django-redis with one server (DefaultClient, HerdClient): redis://, rediss:// or unix://."""
     import redis.asyncio
 
-    pool_class = _async_pool_class(options.get("CONNECTION_POOL_CLASS"))
     # from_url gives the URL's credentials and db precedence over the keyword arguments, as django-redis.
-    pool = pool_class.from_url(url, **_django_redis_connection_kwargs(options), **_no_retry())
+    pool = _async_pool(options.get("CONNECTION_POOL_CLASS"), url, _django_redis_connection_kwargs(options))
     client = redis.asyncio.Redis(
         connection_pool=pool, **_async_kwargs(options.get("REDIS_CLIENT_KWARGS") or {})
     )
@@ -339,14 +356,22 @@ def _async_sentinel(alias: str, url: str, options: Mapping[str, Any]) -> _Built:
     for name in ("port", "is_master", "connection_class"):
         location.pop(name, None)
     connection = _django_redis_connection_kwargs(options)
+    # Every new connection to the primary first asks a sentinel where the primary is, so a burst opens
+    # as many sentinel connections as primary ones: no cap on either (see _UNCAPPED). Without
+    # SENTINEL_KWARGS, redis-py gives the sentinels the socket options, as here.
+    sentinel_kwargs = dict(
+        options.get("SENTINEL_KWARGS") or {k: v for k, v in connection.items() if k.startswith("socket_")}
+    )
+    sentinel_kwargs.setdefault("max_connections", _UNCAPPED)
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
-        sentinels, sentinel_kwargs=options.get("SENTINEL_KWARGS"), **connection, **_no_retry()
+        sentinels, sentinel_kwargs=sentinel_kwargs, **connection, **_no_retry()
     )
     # The store writes: always the primary, whatever ``is_master`` the URL carries.
     client = sentinel.master_for(
         service,
         redis_class=redis.asyncio.Redis,
         ssl=urlsplit(url).scheme == "rediss",
+        max_connections=connection.get("max_connections", _UNCAPPED),
         **_async_kwargs(location),
     )
     return client, [client, *sentinel.sentinels]
@@ -357,7 +382,7 @@ def _async_cluster(servers: Sequence[str], options: Mapping[str, Any]) -> _Built
     from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
     nodes, kwargs = _cluster_settings(servers, options)
-    kwargs.update(_no_retry())
+    kwargs.update(_no_retry(), max_connections=_UNCAPPED)  # per node; see _UNCAPPED
     kwargs.update(_async_kwargs(options.get("CLUSTER_KWARGS") or {}))
     client = AsyncRedisCluster(startup_nodes=[AsyncClusterNode(host, port) for host, port in nodes], **kwargs)
     return client, [client]
@@ -372,8 +397,7 @@ def _async_builtin(alias: str, config: Mapping[str, Any]) -> _Built:
         raise ImproperlyConfigured(f"The cache {alias!r} has no LOCATION.")
     options = _async_kwargs(config.get("OPTIONS") or {})
     options.pop("serializer", None)
-    pool_class = _async_pool_class(options.pop("pool_class", None))
-    pool = pool_class.from_url(servers[0], **options, **_no_retry())
+    pool = _async_pool(options.pop("pool_class", None), servers[0], options)
     client = redis.asyncio.Redis(connection_pool=pool)
     return client, [client, pool]
 

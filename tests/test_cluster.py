@@ -456,3 +456,50 @@ end
         impatient.append_message(session.id, role="user", content="once", owner="alice")
     blocker.join(10)
     assert [m.content for m in store.get_messages(session.id, owner="alice")] == ["first", "once"]
+
+
+# ---------------------------------------------------------------- the async twins, on the cluster
+
+
+def test_the_async_twins_create_append_read_list_and_delete_through_the_cluster(
+    store: ConversationStore,
+) -> None:
+    """Through ``redis.asyncio.cluster.RedisCluster`` (which refuses a script whose keys span slots
+    before sending it), with a burst larger than a node's default pool (redis-py 6+: 100)."""
+    import asyncio
+
+    from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+
+    from conversations.clients import get_async_redis_client
+
+    async def main() -> None:
+        assert isinstance(get_async_redis_client(), AsyncRedisCluster)
+        sessions = [await store.acreate_session(owner="alice", title=f"s{i}") for i in range(8)]
+        await asyncio.gather(
+            *(
+                store.aappend_message(s.id, role="user", content=f"{s.title}:{i}", owner="alice")
+                for s in sessions
+                for i in range(40)
+            )
+        )
+        for s in sessions:
+            messages = await store.aget_messages(s.id, owner="alice", limit=100)
+            assert sorted(m.content for m in messages) == sorted(f"{s.title}:{i}" for i in range(40))
+            assert [m.id for m in messages] == list(range(1, 41))
+            head = await store.aget_session_head(s.id, owner="alice", last=2)
+            assert head.message_count == 40
+            assert [m.id for m in head.messages] == [39, 40]
+        listed = await store.alist_sessions(owner="alice")
+        assert sorted(x.id for x in listed) == sorted(s.id for s in sessions)
+        page = await store.alist_sessions_page(owner="alice", limit=4)
+        assert len(page.sessions) == 4
+        assert page.next_cursor is not None
+        assert await store.adelete_session(sessions[0].id, owner="alice")
+        assert await store.aget_session(sessions[0].id, owner="alice") is None
+        assert await store.adelete_owner_sessions("alice") == 7
+        with pytest.raises(SessionNotFound):
+            await store.acount_messages(sessions[1].id, owner="alice")
+
+    asyncio.run(main())
+    # The sync side sees what the async one did.
+    assert store.list_sessions(owner="alice") == []

@@ -225,8 +225,9 @@ def _client_pause_all(server: PrivateRedis) -> Callable[[], None]:
 
 
 def _client_pause_write(server: PrivateRedis) -> Callable[[], None]:
-    # What a failover does. Scripts count as writes (they carry no ``no-writes`` flag), so the store's
-    # reads wait too; the 60 s length is only a safety net, UNPAUSE ends it.
+    # What a failover does. The store's read scripts carry ``no-writes`` and run during the pause once
+    # Redis has them cached (tests/test_store_hardening.py); the read below meets its script for the
+    # first time, and SCRIPT LOAD waits like a write. The 60 s length is only a safety net.
     with server.admin() as admin:
         admin.execute_command("CLIENT", "PAUSE", 60_000, "WRITE")
 

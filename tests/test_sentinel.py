@@ -153,3 +153,50 @@ def test_acknowledged_appends_survive_a_failover_and_continue_on_the_new_primary
     # Read the new primary directly, not through the sentinel: that is where the transcript lives.
     with redis.Redis(host="127.0.0.1", port=new_primary, socket_timeout=5) as direct:
         assert direct.zcard(sentinel_store.keys.messages(session.id)) == len(acknowledged)
+
+
+# ---------------------------------------------------------------- the async twins, through Sentinel
+
+
+def test_the_async_twins_create_append_read_list_and_delete_through_sentinel(
+    sentinel_store: ConversationStore, topology: LocalSentinel
+) -> None:
+    """On the primary Sentinel names, each write confirmed by the replica (``REPLICA_ACKS = 1``: the
+    script and its WAIT in one async pipeline)."""
+    import asyncio
+
+    from conversations.clients import get_async_redis_client
+
+    store = sentinel_store
+
+    async def main() -> tuple[str, list[str]]:
+        client = get_async_redis_client()
+        primary_port = (await client.connection_pool.get_master_address())[1]
+        session = await store.acreate_session(owner=OWNER, title="via sentinel")
+        await asyncio.gather(
+            *(
+                store.aappend_message(session.id, role="user", content=f"m{i}", owner=OWNER)
+                for i in range(150)
+            )
+        )
+        streaming = await store.aappend_message(
+            session.id, role="assistant", content="", status="in_progress", owner=OWNER
+        )
+        await store.aextend_message(session.id, streaming.id, "done", owner=OWNER)
+        read = await store.aget_session(session.id, owner=OWNER)
+        assert read is not None
+        assert read.message_count == 151
+        assert read.messages[-1].content == "done"
+        assert [s.id for s in await store.alist_sessions(owner=OWNER)] == [session.id]
+        # Confirmed by the replica: it already holds all 151 messages.
+        replica = next(p for p in (topology.primary.port, topology.replica.port) if p != primary_port)
+        with redis.Redis(host="127.0.0.1", port=replica, socket_timeout=5) as direct:
+            assert direct.zcard(store.keys.messages(session.id)) == 151
+        contents = sorted(m.content for m in await store.aget_messages(session.id, owner=OWNER, limit=1000))
+        assert await store.adelete_session(session.id, owner=OWNER)
+        assert await store.aget_session(session.id, owner=OWNER) is None
+        return str(primary_port), contents
+
+    port, contents = asyncio.run(main())
+    assert contents == sorted([*(f"m{i}" for i in range(150)), "done"])
+    assert _role(int(port)) == "master"

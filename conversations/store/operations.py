@@ -124,6 +124,19 @@ def _write(
     return reply
 
 
+def _read_messages(
+    ctx: Context, session_id: str, owner: str, script: scripts.LuaScript, args: list[Any]
+) -> Operation[list[bytes]]:
+    """Run a read script over the session's meta and messages (``owner`` first in ARGV); its raw
+    messages, or ``SessionNotFound``."""
+    keys = ctx.keys
+    step = Run(script, [keys.meta(session_id), keys.messages(session_id)], [owner, *args])
+    raws = yield from _run(ctx, session_id, owner, step)
+    if raws is None:
+        raise SessionNotFound(session_id)
+    return list(raws)
+
+
 def _after_write(ctx: Context, owner: str, session_id: str, now: Any, cidem: Any) -> Operation[None]:
     step = ctx.topology.after_write(owner, session_id, int(now), cidem)
     if step is not None:
@@ -692,15 +705,7 @@ def get_messages(
         low = 0 if after is None else validation.position(after, field="after")
         window = ("b", validation.position(before, field="before"), low, limit)
     session_id = _session_id(session_id)
-    keys = ctx.keys
-    raws = yield from _run(
-        ctx,
-        session_id,
-        owner_v,
-        Run(scripts.WINDOW, [keys.meta(session_id), keys.messages(session_id)], [owner_v, *window]),
-    )
-    if raws is None:
-        raise SessionNotFound(session_id)
+    raws = yield from _read_messages(ctx, session_id, owner_v, scripts.WINDOW, list(window))
     if window[0] == "b":
         raws = raws[::-1]
     return codec.decode_messages(raws, session_id)
@@ -710,19 +715,7 @@ def get_message(ctx: Context, session_id: str, message_id: int, *, owner: str | 
     owner_v = validation.owner_value(owner)
     message_id = validation.message_id(message_id)
     session_id = _session_id(session_id)
-    keys = ctx.keys
-    raws = yield from _run(
-        ctx,
-        session_id,
-        owner_v,
-        Run(
-            scripts.WINDOW,
-            [keys.meta(session_id), keys.messages(session_id)],
-            [owner_v, "i", message_id, "", ""],
-        ),
-    )
-    if raws is None:
-        raise SessionNotFound(session_id)
+    raws = yield from _read_messages(ctx, session_id, owner_v, scripts.WINDOW, ["i", message_id, "", ""])
     if not raws:
         raise MessageNotFound(f"{session_id}/{message_id}")
     return _decode_one(raws[0], session_id)
@@ -871,19 +864,8 @@ def get_context(
     if not isinstance(include_system, bool):
         raise InvalidInput("include_system must be True or False.", field="include_system")
     session_id = _session_id(session_id)
-    keys = ctx.keys
-    raws = yield from _run(
-        ctx,
-        session_id,
-        owner_v,
-        Run(
-            scripts.CONTEXT,
-            [keys.meta(session_id), keys.messages(session_id)],
-            [owner_v, max_tokens, "1" if include_system else "0", BYTES_PER_TOKEN, MAX_CONTEXT_MESSAGES],
-        ),
-    )
-    if raws is None:
-        raise SessionNotFound(session_id)
+    args = [max_tokens, "1" if include_system else "0", BYTES_PER_TOKEN, MAX_CONTEXT_MESSAGES]
+    raws = yield from _read_messages(ctx, session_id, owner_v, scripts.CONTEXT, args)
     return codec.decode_messages(raws, session_id)
 
 

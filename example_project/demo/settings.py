@@ -171,3 +171,7 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"conversations": {"handlers": ["console"], "level": "INFO"}},
 }
+
+if USING_FAKEREDIS:
+    # The async view's client: fakeredis's async twin on the same in-process server.
+    CONVERSATIONS["ASYNC_CLIENT_FACTORY"] = "demo.views.fakeredis_async_client"

@@ -9,6 +9,8 @@ from . import views
 urlpatterns = [
     path("", views.home, name="home"),
     path("health/", views.health, name="health"),
+    # An async view on the store's async twins (served by an ASGI server: demo/asgi.py).
+    path("demo/async/sessions/<str:session_id>/last/", views.last_messages, name="async-last-messages"),
     path("admin/", admin.site.urls),
     path("api-auth/", include("rest_framework.urls")),
     # The app's API, mounted the way the README tells a project to.

@@ -39,3 +39,47 @@ def health(request: HttpRequest) -> JsonResponse:
                 "listings, exports and deletes work, and deleting sessions frees room."
             )
     return JsonResponse(body)
+
+
+async def last_messages(request: HttpRequest, session_id: str) -> JsonResponse:
+    """``GET /demo/async/sessions/<id>/last/?n=20``: the session's newest messages, read with the store's
+    async twin on the event loop (no thread). Owner from the signed-in user, as the API's; 404 for a
+    session that is missing or someone else's, 503 when Redis cannot answer."""
+    from conversations.exceptions import InvalidInput, SessionNotFound, StoreUnavailable
+    from conversations.store import get_store
+
+    user = await request.auser()  # request.user would query the database synchronously
+    if not user.is_authenticated:
+        return JsonResponse({"detail": "Sign in first."}, status=403)
+    raw = request.GET.get("n", "20")
+    if not raw.isdigit() or not 1 <= int(raw) <= 200:
+        return JsonResponse({"n": ["A whole number from 1 to 200."]}, status=400)
+    try:
+        messages = await get_store().aget_messages(session_id, owner=f"user:{user.pk}", last=int(raw))
+    except (SessionNotFound, InvalidInput):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    except StoreUnavailable:
+        return JsonResponse({"detail": "The conversation store is unavailable; retry shortly."}, status=503)
+    return JsonResponse(
+        {
+            "session_id": session_id,
+            "messages": [
+                {
+                    "id": m.id,
+                    "role": m.role,
+                    "content": m.content,
+                    "status": m.status,
+                    "created_at": m.created_at.isoformat(timespec="milliseconds"),
+                }
+                for m in messages
+            ],
+        }
+    )
+
+
+def fakeredis_async_client(alias: str) -> object:
+    """The demo's ASYNC_CLIENT_FACTORY without REDIS_URL: an async fakeredis on the same in-process server
+    as the sync one (same host and port), so the async view sees what the API wrote."""
+    import fakeredis
+
+    return fakeredis.FakeAsyncRedis(host="fakeredis-demo", port=6379)
