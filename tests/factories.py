@@ -4,6 +4,7 @@ written straight through pipelines (thousands per round trip), and keys in the s
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import orjson
@@ -143,3 +144,52 @@ def put_sessions_bulk(
             args += [owner, created_at, updated_at, messages, ttl_ms, sid]
         script(keys=keys, args=args, client=pipe)
     pipe.execute()
+
+
+def legacy_fingerprint(role: str, content: str, sources: list[dict[str, Any]] | None = None) -> str:
+    """What layout 1's append recorded for an idempotency key: the digest of its message body."""
+    from conversations.store.keys import digest
+
+    body = b'"role":%b,"content":%b,"sources":%b}' % (
+        orjson.dumps(role),
+        orjson.dumps(content),
+        orjson.dumps(sources or []),
+    )
+    return digest(body)
+
+
+def put_legacy_session(
+    client: Any,
+    layout: KeyLayout,
+    *,
+    owner: str = "",
+    messages: int = 3,
+    ttl_ms: int = 3_600_000,
+    idempotency: dict[str, tuple[str, int]] | None = None,
+) -> str:
+    """Write one session of layout 1 now (``put_session(..., layout_version=1)``), its messages
+    ``m1``..``mN`` from ``user``; ``idempotency``: key -> (fingerprint, message id) recorded as layout 1
+    did for an idempotent append."""
+    from conversations.store.keys import digest
+
+    now_ms = int(time.time() * 1000)
+    pipe = client.pipeline(transaction=False)
+    sid = put_session(
+        pipe,
+        layout,
+        owner=owner,
+        created_at=now_ms - 60_000,
+        updated_at=now_ms - 30_000,
+        messages=messages,
+        ttl_ms=ttl_ms,
+        layout_version=1,
+    )
+    if idempotency:
+        pipe.hset(
+            layout.idempotency(sid),
+            mapping={digest(key): f"{fp} {mid}" for key, (fp, mid) in idempotency.items()},
+        )
+        pipe.pexpire(layout.idempotency(sid), ttl_ms)
+        pipe.hset(layout.meta(sid), "idem", "1")
+    pipe.execute()
+    return sid

@@ -69,6 +69,7 @@ def test_e005_bad_ttl(settings: Any, ttl: Any) -> None:
         "MAX_MESSAGES",
         "MAX_SOURCES",
         "MAX_SOURCES_BYTES",
+        "MAX_MESSAGE_DATA_BYTES",
         "MAX_METADATA_BYTES",
         "MAX_JSON_DEPTH",
         "MAX_TITLE_LENGTH",
@@ -79,6 +80,25 @@ def test_e006_bad_size_limit(settings: Any, name: str) -> None:
     messages = check_settings()
     assert ids(messages) == ["conversations.E006"]
     assert name in messages[0].msg
+
+
+@pytest.mark.parametrize("value", [0, -1, "65536", 1.5, True, None])
+def test_e006_bad_message_data_limit(settings: Any, value: Any) -> None:
+    settings.CONVERSATIONS = {"MAX_MESSAGE_DATA_BYTES": value}
+    messages = check_settings()
+    assert ids(messages) == ["conversations.E006"]
+    assert "MAX_MESSAGE_DATA_BYTES" in messages[0].msg
+
+
+def test_e006_accepts_a_positive_message_data_limit(settings: Any) -> None:
+    settings.CONVERSATIONS = {"MAX_MESSAGE_DATA_BYTES": 1024}
+    assert check_settings() == []
+
+
+@pytest.mark.parametrize("history", [-1, "500", 2.5, True])
+def test_e016_bad_event_history(settings: Any, history: Any) -> None:
+    settings.CONVERSATIONS = {"EVENT_HISTORY": history}
+    assert ids(check_settings()) == ["conversations.E016"]
 
 
 @pytest.mark.parametrize("roles", [[], "user", ["user", "user"], ["user", ""], [1]])

@@ -19,6 +19,7 @@ from io import StringIO
 from typing import Any
 
 import pytest
+import redis
 from django.core.cache import caches
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
@@ -26,14 +27,15 @@ from redis.cluster import RedisCluster
 
 from conversations.checks import check_settings
 from conversations.exceptions import SessionNotFound, StoreUnavailable
-from conversations.store import ConversationStore, StoreConfig, get_store, new_session_id
-from tests import test_store, test_store_redis
-from tests.factories import seed_value
+from conversations.store import ConversationStore, StoreConfig, codec, get_store, new_session_id
+from tests import test_lifecycle, test_store, test_store_redis
+from tests.factories import put_legacy_session, seed_value
 from tests.redis_servers import (
     LocalCluster,
     local_cluster,  # noqa: F401  (the module-scoped ``cluster`` fixture)
     wait_until,
 )
+from tests.test_lifecycle import recorded  # noqa: F401  (the signal recorder the lifecycle tests use)
 
 pytestmark = pytest.mark.redis
 
@@ -116,6 +118,39 @@ test_signals_fire_once_per_event = test_store_redis.test_signals_fire_once_per_e
 test_real_store_uses_the_configured_prefix = test_store_redis.test_real_store_uses_the_configured_prefix
 
 
+# The message lifecycle (tests/test_lifecycle.py): each op renews every key, keeps the index, signals;
+# another owner changes nothing; concurrent extends; removals and cursors; layout-1 migration.
+test_each_op_renews_every_key_bumps_the_index_and_signals_once = (
+    test_lifecycle.test_each_op_renews_every_key_bumps_the_index_and_signals_once
+)
+test_another_owner_gets_session_not_found_and_changes_nothing = (
+    test_lifecycle.test_another_owner_gets_session_not_found_and_changes_nothing
+)
+test_eight_threads_extending_one_message_lose_nothing = (
+    test_lifecycle.test_eight_threads_extending_one_message_lose_nothing
+)
+test_pages_and_old_cursors_survive_removals = test_lifecycle.test_pages_and_old_cursors_survive_removals
+test_an_idempotent_retry_after_its_message_was_removed_appends_nothing = (
+    test_lifecycle.test_an_idempotent_retry_after_its_message_was_removed_appends_nothing
+)
+test_append_messages_is_one_round_trip_with_consecutive_ids = (
+    test_lifecycle.test_append_messages_is_one_round_trip_with_consecutive_ids
+)
+test_context_is_leading_system_messages_then_the_newest_that_fit = (
+    test_lifecycle.test_context_is_leading_system_messages_then_the_newest_that_fit
+)
+test_context_is_one_round_trip = test_lifecycle.test_context_is_one_round_trip
+test_every_call_migrates_a_layout_1_session_on_first_touch = (
+    test_lifecycle.test_every_call_migrates_a_layout_1_session_on_first_touch
+)
+test_another_owners_layout_1_session_is_not_migrated = (
+    test_lifecycle.test_another_owners_layout_1_session_is_not_migrated
+)
+test_a_layout_1_session_expiring_before_its_migration_is_not_found = (
+    test_lifecycle.test_a_layout_1_session_expiring_before_its_migration_is_not_found
+)
+
+
 # ---------------------------------------------------------------- what only a cluster has
 
 
@@ -143,6 +178,63 @@ def test_every_operation_runs_and_each_script_stays_in_one_slot(
     # A delete names every key a session may have (meta, messages, idempotency, events, and the
     # message list of layout 1): all in the session's slot.
     assert max(len(keys) for keys in script_keys) == 5
+
+
+def test_every_lifecycle_operation_runs_and_each_script_stays_in_one_slot(
+    store: ConversationStore, script_keys: list[tuple[Any, ...]]
+) -> None:
+    sid = put_legacy_session(store.client, store.keys, owner="alice", messages=2)
+    assert [m.content for m in store.get_messages(sid, owner="alice")] == ["m1", "m2"]  # migrated
+    store.append_messages(
+        sid,
+        [{"role": "assistant", "content": "", "status": "in_progress"}, {"role": "tool", "content": "t"}],
+        owner="alice",
+    )
+    store.extend_message(sid, 3, "streamed", owner="alice")
+    store.update_message(sid, 3, owner="alice", status="completed", token_count=1, data={"k": 1})
+    assert store.get_message(sid, 3, owner="alice").content == "streamed"
+    assert [m.id for m in store.get_context(sid, max_tokens=3, owner="alice")] == [2, 3, 4]
+    assert store.delete_message(sid, 1, owner="alice") is True
+    assert store.pop_message(sid, owner="alice").id == 4  # type: ignore[union-attr]
+    assert store.truncate_messages(sid, after=2, owner="alice") == 1
+    assert store.append_message(sid, role="user", content="again", owner="alice").id == 5
+    events, _ = store.events_since(sid, "0-0", owner="alice")
+    assert [e.kind for e in events][-3:] == ["message.removed", "messages.truncated", "message.created"]
+    ran = set(script_keys)
+    assert len(script_keys) >= 12
+    # MIGRATE takes the message list of layout 1 beside the session's keys: one slot all the same.
+    assert (store.keys.meta(sid), store.keys.messages(sid), store.keys.legacy_messages(sid)) in ran
+
+
+def test_events_go_out_with_spublish_in_the_sessions_slot(store: ConversationStore) -> None:
+    sid = store.create_session(owner="alice").id
+    channel = store.events_channel(sid)
+    node = store.client.get_node_from_key(channel)
+    listener = redis.Redis(host=node.host, port=node.port, socket_timeout=5)
+    sharded = listener.pubsub()
+    sharded.ssubscribe(channel)
+    plain = listener.pubsub()
+    plain.subscribe(channel)
+    assert sharded.get_sharded_message(timeout=2)["type"] == "ssubscribe"  # type: ignore[index]
+    assert plain.get_message(timeout=2)["type"] == "subscribe"  # type: ignore[index]
+    message = store.append_message(sid, role="assistant", content="", owner="alice", status="in_progress")
+    store.extend_message(sid, message.id, "hi", owner="alice")
+    store.delete_message(sid, message.id, owner="alice")
+    got = []
+    for _ in range(3):
+        raw = sharded.get_sharded_message(timeout=2)
+        assert raw is not None
+        assert raw["type"] == "smessage"
+        got.append(codec.decode_published(raw["data"]))
+    assert [(e.kind, e.message_id) for e in got if e is not None] == [
+        ("message.created", 1),
+        ("message.extended", 1),
+        ("message.removed", 1),
+    ]
+    assert plain.get_message(timeout=0.3) is None  # not PUBLISHed: the channel is sharded
+    sharded.close()
+    plain.close()
+    listener.close()
 
 
 def test_sessions_expire_whole_and_are_never_recreated(settings: Any, store: ConversationStore) -> None:

@@ -1,5 +1,6 @@
 """Model-based tests: hypothesis drives random sequences of store calls (create, append, idempotent
-append and create, read windows, read, count, update, delete, erase an owner, expire, list, page) and
+append and create, batch append, read windows, read, count, update, delete, erase an owner, expire,
+list, page, and the message lifecycle: update, extend, delete, truncate and pop a message) and
 compares every answer with a plain in-memory model. The same machine runs on fakeredis and on the real
 Redis (a fresh key prefix per example, deleted afterwards).
 
@@ -23,7 +24,14 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from conversations.exceptions import IdempotencyConflict, SessionFull, SessionNotFound
+from conversations.exceptions import (
+    IdempotencyConflict,
+    InvalidInput,
+    MessageNotFound,
+    MessageNotInProgress,
+    SessionFull,
+    SessionNotFound,
+)
 from conversations.store import UNSET, ConversationStore, Message, SessionSummary, StoreConfig, validation
 from conversations.store.keys import digest
 from tests.conftest import delete_prefix
@@ -54,6 +62,13 @@ json_values = st.recursive(
 metadatas = st.dictionaries(texts, json_values, max_size=3)
 sources_lists = st.lists(st.dictionaries(texts, json_values, max_size=2), max_size=2)
 idempotency_keys = st.sampled_from(["k1", "k2"])
+statuses = st.sampled_from(["completed", "completed", "in_progress", "incomplete"])
+# A message to act on: -n is the n-th newest message the session holds (if any), n > 0 the id n
+# itself (often missing: never handed out, or removed).
+message_picks = st.integers(-3, 3 * MAX_MESSAGES)
+
+#: A message in the model: id, role, content, sources, status.
+ModelMessage = tuple[int, str, str, list[dict[str, Any]], str]
 
 
 @dataclass
@@ -61,10 +76,25 @@ class ModelSession:
     owner: str | None
     title: str
     metadata: dict[str, Any]
-    messages: list[tuple[str, str, list[dict[str, Any]]]] = field(default_factory=list)
-    # idempotency key -> (role, content, sources, message id)
-    keys: dict[str, tuple[str, str, list[dict[str, Any]], int]] = field(default_factory=dict)
+    messages: list[ModelMessage] = field(default_factory=list)
+    # idempotency key -> (role, content, sources, first message id, last message id)
+    keys: dict[str, tuple[str, str, list[dict[str, Any]], int, int]] = field(default_factory=dict)
     alive: bool = True
+    seq: int = 0  # the highest message id handed out: ids never come back
+
+    def add(self, role: str, content: str, sources: list[dict[str, Any]], status: str) -> ModelMessage:
+        self.seq += 1
+        message = (self.seq, role, content, sources, status)
+        self.messages.append(message)
+        return message
+
+    def index_of(self, message_id: int) -> int | None:
+        return next((i for i, m in enumerate(self.messages) if m[0] == message_id), None)
+
+    def pick(self, choice: int) -> int:
+        if choice < 0:
+            return self.messages[choice][0] if len(self.messages) >= -choice else 1
+        return choice or 1
 
 
 class StoreMachine(RuleBasedStateMachine):
@@ -106,14 +136,8 @@ class StoreMachine(RuleBasedStateMachine):
         return session
 
     @staticmethod
-    def as_tuples(messages: list[Message]) -> list[tuple[int, str, str, list[dict[str, Any]]]]:
-        return [(m.id, m.role, m.content, m.sources) for m in messages]
-
-    @staticmethod
-    def numbered(
-        messages: list[tuple[str, str, list[dict[str, Any]]]], first_id: int
-    ) -> list[tuple[int, str, str, list[dict[str, Any]]]]:
-        return [(first_id + i, *m) for i, m in enumerate(messages)]
+    def as_tuples(messages: list[Message]) -> list[ModelMessage]:
+        return [(m.id, m.role, m.content, m.sources, m.status) for m in messages]
 
     def check_summary(self, summary: SessionSummary, expected: ModelSession) -> None:
         assert summary.owner == expected.owner
@@ -158,29 +182,63 @@ class StoreMachine(RuleBasedStateMachine):
         role=roles,
         content=texts,
         sources=sources_lists,
+        status=statuses,
     )
     def append(
-        self, session_id: str, who: str, role: str, content: str, sources: list[dict[str, Any]]
+        self,
+        session_id: str,
+        who: str,
+        role: str,
+        content: str,
+        sources: list[dict[str, Any]],
+        status: str = "completed",
     ) -> None:
         caller = self.caller(session_id, who)
         expected = self.visible(session_id, caller)
+
+        def call() -> Message:
+            return self.store.append_message(
+                session_id, role=role, content=content, sources=sources, owner=caller, status=status
+            )
+
         if expected is None:
             with pytest.raises(SessionNotFound):
-                self.store.append_message(
-                    session_id, role=role, content=content, sources=sources, owner=caller
-                )
+                call()
             return
         if len(expected.messages) >= MAX_MESSAGES:
             with pytest.raises(SessionFull):
-                self.store.append_message(
-                    session_id, role=role, content=content, sources=sources, owner=caller
-                )
+                call()
             return
-        message = self.store.append_message(
-            session_id, role=role, content=content, sources=sources, owner=caller
-        )
-        expected.messages.append((role, content, sources))
-        assert self.as_tuples([message]) == [(len(expected.messages), role, content, sources)]
+        message = call()
+        assert self.as_tuples([message]) == [expected.add(role, content, sources, status)]
+
+    @rule(
+        session_id=sessions | st.just(UNKNOWN_ID),
+        who=callers,
+        batch=st.lists(st.tuples(roles, texts, statuses), min_size=1, max_size=3),
+        broken=st.integers(-1, 2),
+    )
+    def append_batch(self, session_id: str, who: str, batch: list[tuple[str, str, str]], broken: int) -> None:
+        """``append_messages``: consecutive ids, all or nothing (``broken``: one message is invalid)."""
+        caller = self.caller(session_id, who)
+        expected = self.visible(session_id, caller)
+        specs: list[dict[str, Any]] = [{"role": r, "content": c, "status": st_} for r, c, st_ in batch]
+        if 0 <= broken < len(specs):
+            specs[broken]["role"] = "robot"
+            with pytest.raises(InvalidInput) as caught:
+                self.store.append_messages(session_id, specs, owner=caller)
+            assert caught.value.field == f"messages[{broken}].role"
+            return
+        if expected is None:
+            with pytest.raises(SessionNotFound):
+                self.store.append_messages(session_id, specs, owner=caller)
+            return
+        if len(expected.messages) + len(specs) > MAX_MESSAGES:
+            with pytest.raises(SessionFull):
+                self.store.append_messages(session_id, specs, owner=caller)
+            return
+        got = self.store.append_messages(session_id, specs, owner=caller)
+        assert self.as_tuples(got) == [expected.add(r, c, [], st_) for r, c, st_ in batch]
 
     @rule(session_id=sessions, n=st.integers(1, MAX_MESSAGES), content=texts)
     def append_burst(self, session_id: str, n: int, content: str) -> None:
@@ -204,20 +262,23 @@ class StoreMachine(RuleBasedStateMachine):
             return
         prior = expected.keys.get(key)
         if prior is not None:
-            if prior[:2] != (role, content) or prior[2] != []:
+            index = expected.index_of(prior[3])
+            if prior[:2] != (role, content) or prior[2] != [] or index is None:
+                # Another message, or the first call's message has since been removed: never a
+                # message that is not in the session.
                 with pytest.raises(IdempotencyConflict):
                     call()
                 return
-            assert self.as_tuples([call()]) == [(prior[3], role, content, [])], "a retry appended again"
+            assert self.as_tuples([call()]) == [expected.messages[index]], "a retry appended again"
             return
         if len(expected.messages) >= MAX_MESSAGES:
             with pytest.raises(SessionFull):
                 call()
             return
         message = call()
-        expected.messages.append((role, content, []))
-        expected.keys[key] = (role, content, [], len(expected.messages))
-        assert message.id == len(expected.messages)
+        added = expected.add(role, content, [], "completed")
+        expected.keys[key] = (role, content, [], added[0], added[0])
+        assert self.as_tuples([message]) == [added]
 
     @rule(
         session_id=sessions,
@@ -230,7 +291,7 @@ class StoreMachine(RuleBasedStateMachine):
         """Every kind of window (last N, after, before, between, from the start) with the drawn bounds."""
         caller = self.caller(session_id, who)
         expected = self.visible(session_id, caller)
-        everything = self.numbered(expected.messages, 1) if expected else []
+        everything = list(expected.messages) if expected else []
         windows: list[tuple[dict[str, int], list[Any]]] = [
             ({"last": a or 1}, everything[-(a or 1) :]),
             ({"after": a, "limit": limit}, [m for m in everything if m[0] > a][:limit]),
@@ -258,7 +319,7 @@ class StoreMachine(RuleBasedStateMachine):
             return
         assert session is not None
         self.check_summary(session, expected)
-        assert self.as_tuples(session.messages) == self.numbered(expected.messages, 1)
+        assert self.as_tuples(session.messages) == expected.messages
         stamps = [m.created_at for m in session.messages]
         assert stamps == sorted(stamps), "messages out of time order"
         assert self.store.count_messages(session_id, owner=caller) == len(expected.messages)
@@ -287,6 +348,110 @@ class StoreMachine(RuleBasedStateMachine):
         if metadata is not None:
             expected.metadata = metadata
         self.check_summary(summary, expected)
+
+    # ----------------------------------------------------------------- the message lifecycle
+
+    @rule(
+        session_id=sessions,
+        who=callers,
+        choice=message_picks,
+        content=st.none() | texts,
+        status=st.none() | statuses,
+    )
+    def update_message(
+        self, session_id: str, who: str, choice: int, content: str | None, status: str | None
+    ) -> None:
+        caller = self.caller(session_id, who)
+        expected = self.visible(session_id, caller)
+        kwargs: dict[str, Any] = {
+            "content": UNSET if content is None else content,
+            "status": UNSET if status is None else status,
+        }
+        message_id = expected.pick(choice) if expected else 1
+        if expected is None:
+            with pytest.raises(SessionNotFound):
+                self.store.update_message(session_id, message_id, owner=caller, **kwargs)
+            return
+        index = expected.index_of(message_id)
+        if index is None:
+            with pytest.raises(MessageNotFound):
+                self.store.update_message(session_id, message_id, owner=caller, **kwargs)
+            return
+        mid, role, old_content, sources, old_status = expected.messages[index]
+        expected.messages[index] = (
+            mid,
+            role,
+            old_content if content is None else content,
+            sources,
+            old_status if status is None else status,
+        )
+        got = self.store.update_message(session_id, message_id, owner=caller, **kwargs)
+        assert self.as_tuples([got]) == [expected.messages[index]]
+
+    @rule(session_id=sessions, who=callers, choice=message_picks, text=texts)
+    def extend_message(self, session_id: str, who: str, choice: int, text: str) -> None:
+        caller = self.caller(session_id, who)
+        expected = self.visible(session_id, caller)
+        message_id = expected.pick(choice) if expected else 1
+        if expected is None:
+            with pytest.raises(SessionNotFound):
+                self.store.extend_message(session_id, message_id, text, owner=caller)
+            return
+        index = expected.index_of(message_id)
+        if index is None:
+            with pytest.raises(MessageNotFound):
+                self.store.extend_message(session_id, message_id, text, owner=caller)
+            return
+        mid, role, content, sources, status = expected.messages[index]
+        if status != "in_progress":
+            with pytest.raises(MessageNotInProgress):
+                self.store.extend_message(session_id, message_id, text, owner=caller)
+            return
+        expected.messages[index] = (mid, role, content + text, sources, status)
+        got = self.store.extend_message(session_id, message_id, text, owner=caller)
+        assert self.as_tuples([got]) == [expected.messages[index]]
+
+    @rule(session_id=sessions, who=callers, choice=message_picks)
+    def delete_message(self, session_id: str, who: str, choice: int) -> None:
+        caller = self.caller(session_id, who)
+        expected = self.visible(session_id, caller)
+        message_id = expected.pick(choice) if expected else 1
+        if expected is None:
+            with pytest.raises(SessionNotFound):
+                self.store.delete_message(session_id, message_id, owner=caller)
+            return
+        index = expected.index_of(message_id)
+        assert self.store.delete_message(session_id, message_id, owner=caller) is (index is not None)
+        if index is not None:
+            del expected.messages[index]
+
+    @rule(session_id=sessions, who=callers, after=st.integers(0, 3 * MAX_MESSAGES))
+    def truncate(self, session_id: str, who: str, after: int) -> None:
+        caller = self.caller(session_id, who)
+        expected = self.visible(session_id, caller)
+        if expected is None:
+            with pytest.raises(SessionNotFound):
+                self.store.truncate_messages(session_id, after=after, owner=caller)
+            return
+        kept = [m for m in expected.messages if m[0] <= after]
+        removed = len(expected.messages) - len(kept)
+        assert self.store.truncate_messages(session_id, after=after, owner=caller) == removed
+        expected.messages = kept
+
+    @rule(session_id=sessions, who=callers)
+    def pop(self, session_id: str, who: str) -> None:
+        caller = self.caller(session_id, who)
+        expected = self.visible(session_id, caller)
+        if expected is None:
+            with pytest.raises(SessionNotFound):
+                self.store.pop_message(session_id, owner=caller)
+            return
+        got = self.store.pop_message(session_id, owner=caller)
+        if not expected.messages:
+            assert got is None
+            return
+        assert got is not None
+        assert self.as_tuples([got]) == [expected.messages.pop()]
 
     @rule(session_id=sessions | st.just(UNKNOWN_ID), who=callers)
     def delete(self, session_id: str, who: str) -> None:

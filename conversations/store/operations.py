@@ -614,6 +614,21 @@ def _body(ctx: Context, spec: Mapping[str, Any], *, prefix: str = "") -> tuple[b
     return body, (role, content, sources_v, status, data_v, token_count)
 
 
+def _legacy_fingerprint(values: tuple[Any, ...]) -> str:
+    """What layout 1's append recorded for an idempotency key with this message (it knew only role,
+    content and sources), or "" for a message layout 1 could not have written. Its records outlive
+    the migration, so a client retrying across an upgrade still gets its first message back."""
+    role, content, sources, status, data, token_count = values
+    if status != "completed" or data or token_count is not None:
+        return ""
+    body = b'"role":%b,"content":%b,"sources":%b}' % (
+        orjson.dumps(role),
+        orjson.dumps(content),
+        orjson.dumps(sources),
+    )
+    return digest(body)
+
+
 _MESSAGE_FIELDS = frozenset({"role", "content", "sources", "status", "data", "token_count"})
 
 
@@ -625,7 +640,10 @@ def append_messages(
     owner: str | None,
     idempotency_key: str | None,
     sender: Any,
+    single: bool = False,
 ) -> Operation[list[Message]]:
+    """``single``: the one message of ``append_message``, whose field errors name the bare field
+    (``role``); a batch's name the message too (``messages[0].role``), even for a batch of one."""
     cfg = ctx.config
     owner_v = validation.owner_value(owner)
     if isinstance(specs, Mapping | str | bytes):
@@ -638,7 +656,7 @@ def append_messages(
     bodies: list[bytes] = []
     values: list[tuple[Any, ...]] = []
     for n, spec in enumerate(specs):
-        prefix = f"messages[{n}]." if len(specs) > 1 else ""
+        prefix = "" if single else f"messages[{n}]."
         if not isinstance(spec, Mapping):
             raise InvalidInput("Each message must be an object.", field=f"messages[{n}]")
         unknown = set(spec) - _MESSAGE_FIELDS
@@ -647,17 +665,19 @@ def append_messages(
         body, fields = _body(ctx, spec, prefix=prefix)
         bodies.append(body)
         values.append(fields)
-    key_digest = fingerprint = ""
+    key_digest = fingerprint = legacy_fingerprint = ""
     if idempotency_key is not None:
         key_digest = digest(validation.idempotency_key_value(idempotency_key))
         fingerprint = digest(b"\x00".join(bodies))
+        if single:
+            legacy_fingerprint = _legacy_fingerprint(values[0])
     session_id = _session_id(session_id)
     reply = yield from _write(
         ctx,
         session_id,
         owner_v,
         scripts.APPEND,
-        [cfg.max_messages, key_digest, fingerprint, len(bodies), *bodies],
+        [cfg.max_messages, key_digest, fingerprint, len(bodies), *bodies, legacy_fingerprint],
     )
     status = reply[0]
     if status > 0:
@@ -711,7 +731,7 @@ def append_message(
         "token_count": token_count,
     }
     messages = yield from append_messages(
-        ctx, session_id, [spec], owner=owner, idempotency_key=idempotency_key, sender=sender
+        ctx, session_id, [spec], owner=owner, idempotency_key=idempotency_key, sender=sender, single=True
     )
     return messages[0]
 
@@ -805,12 +825,13 @@ def extend_message(
     owner_v = validation.owner_value(owner)
     message_id = validation.message_id(message_id)
     text_v = validation.content_value(text, max_length=cfg.max_message_length, field="text")
-    # The stored content is JSON-escaped UTF-8 with its quotes: at most 6 bytes a character (\\u00XX
-    # escapes), but 4 covers any unescaped text, which is what the limit is meant to bound.
-    max_bytes = cfg.max_message_length * 4 + 2
     session_id = _session_id(session_id)
     reply = yield from _write(
-        ctx, session_id, owner_v, scripts.EXTEND_MESSAGE, [message_id, codec.content_delta(text_v), max_bytes]
+        ctx,
+        session_id,
+        owner_v,
+        scripts.EXTEND_MESSAGE,
+        [message_id, codec.content_delta(text_v), cfg.max_message_length, len(text_v)],
     )
     return (yield from _changed(ctx, session_id, owner_v, owner, reply, message_id, sender))
 

@@ -423,7 +423,8 @@ return out
 # --------------------------------------------------------------------------------- messages
 
 # ARGV[7..]: max messages, idempotency key digest ('' none), fingerprint, k, then k message bodies
-# (``codec.message_body``: the stored message less its leading ``{"id":N,"created_at":T``).
+# (``codec.message_body``: the stored message less its leading ``{"id":N,"created_at":T``), then the
+# fingerprint layout 1 gave the same request ('' none), which a retry spanning the migration matches.
 # Returns {first id, now, cidem|false} on append; {-4, stored messages} when the idempotency key was
 # seen before with these messages (nothing appended); {-1}, {-2}, {-3}, {-6} or {-9} (see the codes).
 # The hottest path: few commands, and the idempotency hash is renewed only when the meta hash's
@@ -437,7 +438,8 @@ if ARGV[8] ~= '' then
   local prior = redis.call('HGET', KEYS[3], ARGV[8])
   if prior then
     local sp = string.find(prior, ' ', 1, true)
-    if string.sub(prior, 1, sp - 1) ~= ARGV[9] then return {-3} end
+    local fp = string.sub(prior, 1, sp - 1)
+    if fp ~= ARGV[9] and fp ~= ARGV[11 + k] then return {-3} end
     -- Rewrite the same value: a write changing nothing, so that a WAIT after this replay covers the
     -- first call's append too (REPLICA_ACKS), even when that call's own WAIT timed out.
     redis.call('HSET', KEYS[3], ARGV[8], prior)
@@ -508,8 +510,8 @@ return {1, new, m[6] or false, now}
 """,
 )
 
-# ARGV[7..]: message id, the text to append (JSON-escaped, without quotes), the most bytes the stored
-# content (escaped, with its quotes) may reach
+# ARGV[7..]: message id, the text to append (JSON-escaped, without quotes), the most characters the
+# content may hold (MAX_MESSAGE_LENGTH), the characters of the text to append
 # Returns {1, the stored message, cidem|false, now}, or {-1}, {-5}, {-7}, {-8}, {-9}, {-10}.
 EXTEND_MESSAGE = LuaScript(
     "extend_message",
@@ -520,7 +522,21 @@ EXTEND_MESSAGE = LuaScript(
 local seg = split(raw)
 if #seg ~= 5 then return {-7} end
 if seg[2] ~= ',"status":"in_progress"' then return {-8} end
-if #seg[5] - 12 + #ARGV[8] > tonumber(ARGV[9]) then return {-10} end
+local room = tonumber(ARGV[9]) - tonumber(ARGV[10])
+local body = string.sub(seg[5], 13, -3)
+-- The limit is in characters, as append checks it in Python. A character is at least one byte of
+-- the escaped text, so only a long content needs counting: its code points (bytes that are not
+-- UTF-8 continuation bytes), less the extra characters of its JSON escapes (one for an escaped quote,
+-- backslash or newline; five for a six-character unicode escape). Removing the escaped backslashes
+-- first leaves each other backslash starting an escape.
+if #body > room then
+  local bs = string.char(92)
+  local rest, doubled = string.gsub(body, bs .. bs, '')
+  local _, escapes = string.gsub(rest, bs, '')
+  local _, unicode = string.gsub(rest, bs .. 'u', '')
+  local _, tails = string.gsub(body, '[\\128-\\191]', '')
+  if #body - tails - doubled - escapes - 4 * unicode > room then return {-10} end
+end
 seg[5] = string.sub(seg[5], 1, -3) .. ARGV[8] .. '"}'
 local new = table.concat(seg, '\\n')
 redis.call('ZREM', KEYS[2], raw)
