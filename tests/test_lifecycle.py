@@ -1154,3 +1154,21 @@ def test_the_async_twins_do_the_same(
         "messages_removed",
         "messages_removed",
     ]
+
+
+def test_events_since_says_whether_the_stream_still_reaches_back(settings: Any, key_prefix: str) -> None:
+    settings.CONVERSATIONS = {**settings.CONVERSATIONS, "EVENT_HISTORY": 5}
+    store = get_store()
+    session = store.create_session(owner="u")
+    for n in range(3):
+        store.append_message(session.id, role="user", content=f"m{n}", owner="u")
+    events, complete = store.events_since(session.id, "0-0", owner="u")
+    assert complete  # nothing trimmed yet: a reader from the start misses nothing
+    assert [e.message.content for e in events if e.message] == ["m0", "m1", "m2"]
+    for n in range(3, 300):
+        store.append_message(session.id, role="user", content=f"m{n}", owner="u")
+    events, complete = store.events_since(session.id, "0-0", owner="u")
+    assert not complete  # the oldest changes were trimmed away: the reader must reload
+    recent, complete = store.events_since(session.id, events[-3].id, owner="u")
+    assert complete
+    assert [e.message.content for e in recent if e.message] == ["m298", "m299"]

@@ -937,11 +937,12 @@ def events_since(
     )
     if reply is None:
         raise SessionNotFound(session_id)
-    oldest, entries = as_text(reply[0]), reply[1]
+    trimmed, oldest, entries = as_text(reply[0]), as_text(reply[1]), reply[2]
     events = [e for entry in entries if (e := codec.decode_stream_entry(entry[0], entry[1])) is not None]
-    # The stream is trimmed from its oldest end: it holds everything after ``last`` when its oldest
-    # entry is not newer than ``last`` (or when it is empty: nothing happened since it expired).
-    return events, not oldest or _event_key(oldest) <= _event_key(last)
+    # The stream is trimmed from its oldest end: it holds everything after ``last`` when nothing was
+    # ever trimmed, or when its oldest entry is not newer than ``last`` (or it is empty).
+    complete = trimmed == "0" or not oldest or _event_key(oldest) <= _event_key(last)
+    return events, complete
 
 
 def _event_key(event_id: str) -> tuple[int, int]:

@@ -615,16 +615,28 @@ return {1, top[1], m[6] or false, now}
 )
 
 # KEYS: meta, ev   ARGV: owner, after (a stream id), most entries
-# Returns the session's events after that id ({id, {field, value...}} each, oldest first) and the
-# oldest id still kept, or nil when the session is not there: what a reconnecting reader missed.
+# Returns {trimmed, oldest, the session's events after that id ({id, {field, value...}} each, oldest
+# first)}, or nil when the session is not there: what a reconnecting reader missed. ``trimmed`` is '0'
+# when the stream has kept every entry ever added (XINFO's entries-added, Redis 7+), else '1' (or
+# unknown, on 6.2); ``oldest`` is the oldest id still kept ('' for no stream).
 EVENTS_SINCE = LuaScript(
     "events_since",
     NO_WRITES
     + """
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return false end
+local info = redis.pcall('XINFO', 'STREAM', KEYS[2])
+local trimmed = '1'
+if type(info) == 'table' and not info.err then
+  local added, length
+  for i = 1, #info - 1, 2 do
+    if info[i] == 'entries-added' then added = info[i + 1] end
+    if info[i] == 'length' then length = info[i + 1] end
+  end
+  if added and added == length then trimmed = '0' end
+end
 local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
 local oldest = first[1] and first[1][1] or ''
-return {oldest, redis.call('XRANGE', KEYS[2], '(' .. ARGV[2], '+', 'COUNT', ARGV[3])}
+return {trimmed, oldest, redis.call('XRANGE', KEYS[2], '(' .. ARGV[2], '+', 'COUNT', ARGV[3])}
 """,
 )
 
