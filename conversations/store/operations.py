@@ -563,25 +563,7 @@ def append_messages(
 ) -> Operation[list[Message]]:
     cfg = ctx.config
     owner_v = validation.owner_value(owner)
-    if isinstance(specs, Mapping | str | bytes):
-        raise InvalidInput("Expected a list of messages.", field="messages")
-    specs = list(specs)
-    if not specs:
-        raise InvalidInput("Give at least one message.", field="messages")
-    if len(specs) > cfg.max_messages:
-        raise InvalidInput(f"At most {cfg.max_messages} messages in one batch.", field="messages")
-    bodies: list[bytes] = []
-    values: list[tuple[Any, ...]] = []
-    for n, spec in enumerate(specs):
-        prefix = f"messages[{n}]." if len(specs) > 1 else ""
-        if not isinstance(spec, Mapping):
-            raise InvalidInput("Each message must be an object.", field=f"messages[{n}]")
-        unknown = set(spec) - _MESSAGE_FIELDS
-        if unknown:
-            raise InvalidInput(f"Unknown field: {sorted(unknown)[0]}.", field=prefix + sorted(unknown)[0])
-        body, fields = _body(ctx, spec, prefix=prefix)
-        bodies.append(body)
-        values.append(fields)
+    bodies, values = _message_batch(ctx, specs)
     key_digest = fingerprint = ""
     if idempotency_key is not None:
         key_digest = digest(validation.idempotency_key_value(idempotency_key))
