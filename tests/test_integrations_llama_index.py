@@ -153,14 +153,21 @@ def test_delete_last_message_and_delete_messages(store: ConversationStore) -> No
     assert chat_store.delete_last_message(key) is None
 
 
-def test_get_keys_lists_the_owners_conversations_only(store: ConversationStore) -> None:
-    mine = ConversationChatStore(owner="user:1", store=store)
-    theirs = ConversationChatStore(owner="user:2", store=store)
+def test_get_keys_lists_the_owners_conversations_from_their_index_never_keys(private_cache: Any) -> None:
+    """On a Redis of this test's own, whose command statistics only this test moves."""
+    mine, theirs = ConversationChatStore(owner="user:1"), ConversationChatStore(owner="user:2")
     first, second = mine.create_key(), mine.create_key()
     other = theirs.create_key()
+    admin = private_cache.admin()
+    admin.config_resetstat()
 
     assert sorted(mine.get_keys()) == sorted([first, second])
     assert theirs.get_keys() == [other]
+    assert asyncio.run(mine.aget_keys()) == mine.get_keys()
+
+    used = set(admin.info("commandstats"))
+    assert used  # the listings went to this server
+    assert not {"cmdstat_keys", "cmdstat_scan"} & used
 
 
 def test_another_owners_key_reads_empty_and_refuses_writes(store: ConversationStore) -> None:
