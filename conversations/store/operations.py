@@ -579,18 +579,7 @@ def append_messages(
     status = reply[0]
     if status > 0:
         yield from _after_write(ctx, owner_v, session_id, reply[1], reply[2])
-        created_at = codec.from_millis(reply[1])
-        messages = [
-            Message(status + i, role, content, sources, created_at, state, data, tokens)
-            for i, (role, content, sources, state, data, tokens) in enumerate(values)
-        ]
-        if signals.message_appended.receivers:
-            for message in messages:
-                yield Emit(
-                    signals.message_appended,
-                    {"sender": sender, "session_id": session_id, "message": message, "owner": owner},
-                )
-        return messages
+        return (yield from _appended(session_id, owner, values, status, reply[1], sender))
     if status == scripts.REPLAYED:
         return codec.decode_messages(reply[1], session_id)
     if status == scripts.FULL:
@@ -926,6 +915,14 @@ def replace_messages(
         yield from _removed(ctx, session_id, owner_v, owner, [], now, cidem, sender, after=0)
     else:
         yield from _after_write(ctx, owner_v, session_id, now, cidem)
+    return (yield from _appended(session_id, owner, values, first, now, sender))
+
+
+def _appended(
+    session_id: str, owner: str | None, values: list[tuple[Any, ...]], first: int, now: Any, sender: Any
+) -> Operation[list[Message]]:
+    """The messages a script just appended (ids from ``first``, written at ``now``), after their
+    ``message_appended`` signals."""
     created_at = codec.from_millis(now)
     messages = [
         Message(first + i, role, content, sources, created_at, state, data, tokens)
