@@ -23,9 +23,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, cast
 
-from agents import SessionSettings
-from agents.items import TResponseInputItem
-from agents.memory.session_settings import resolve_session_limit
+try:
+    from agents import SessionSettings
+    from agents.items import TResponseInputItem
+    from agents.memory.session_settings import resolve_session_limit
+except ImportError as exc:  # say which extra brings it
+    raise ImportError(
+        f"{exc}: this adapter needs openai-agents: pip install 'django-conversations[agents]'"
+    ) from exc
 
 from conversations.exceptions import InvalidInput, SessionNotFound
 from conversations.store import ConversationStore, Message

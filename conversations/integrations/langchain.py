@@ -23,8 +23,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from langchain_core.chat_history import BaseChatMessageHistory
-from langchain_core.messages import BaseMessage, message_to_dict, messages_from_dict
+
+try:
+    from langchain_core.chat_history import BaseChatMessageHistory
+    from langchain_core.messages import BaseMessage, message_to_dict, messages_from_dict
+except ImportError as exc:  # say which extra brings it
+    raise ImportError(
+        f"{exc}: this adapter needs langchain-core: pip install 'django-conversations[langchain]'"
+    ) from exc
 
 from conversations.exceptions import InvalidInput, SessionNotFound
 from conversations.store import ConversationStore, Message

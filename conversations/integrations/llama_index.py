@@ -21,9 +21,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from llama_index.core.bridge.pydantic import PrivateAttr
-from llama_index.core.llms import ChatMessage
-from llama_index.core.storage.chat_store.base import BaseChatStore
+try:
+    from llama_index.core.bridge.pydantic import PrivateAttr
+    from llama_index.core.llms import ChatMessage
+    from llama_index.core.storage.chat_store.base import BaseChatStore
+except ImportError as exc:  # say which extra brings it
+    raise ImportError(
+        f"{exc}: this adapter needs llama-index-core: pip install 'django-conversations[llama-index]'"
+    ) from exc
 
 from conversations.exceptions import InvalidInput, SessionNotFound
 from conversations.store import ConversationStore, Message
