@@ -648,42 +648,13 @@ def append_messages(
     owner: str | None,
     idempotency_key: str | None,
     sender: Any,
-    single: bool = False,
 ) -> Operation[list[Message]]:
-    """``single``: the one message of ``append_message``, whose field errors name the bare field
-    (``role``); a batch's name the message too (``messages[0].role``), even for a batch of one."""
-    cfg = ctx.config
+    """A batch's field errors name the message (``messages[0].role``), even for a batch of one;
+    ``append_message``'s name the bare field (``role``)."""
     owner_v = validation.owner_value(owner)
-    if isinstance(specs, Mapping | str | bytes):
-        raise InvalidInput("Expected a list of messages.", field="messages")
-    specs = list(specs)
-    if not specs:
-        raise InvalidInput("Give at least one message.", field="messages")
-    if len(specs) > cfg.max_messages:
-        raise InvalidInput(f"At most {cfg.max_messages} messages in one batch.", field="messages")
-    bodies: list[bytes] = []
-    values: list[tuple[Any, ...]] = []
-    for n, spec in enumerate(specs):
-        prefix = "" if single else f"messages[{n}]."
-        if not isinstance(spec, Mapping):
-            raise InvalidInput("Each message must be an object.", field=f"messages[{n}]")
-        unknown = set(spec) - _MESSAGE_FIELDS
-        if unknown:
-            raise InvalidInput(f"Unknown field: {sorted(unknown)[0]}.", field=prefix + sorted(unknown)[0])
-        body, fields = _body(
-            ctx,
-            spec.get("role"),
-            spec.get("content"),
-            spec.get("sources"),
-            spec.get("status", "completed"),
-            spec.get("data"),
-            spec.get("token_count"),
-            prefix,
-        )
-        bodies.append(body)
-        values.append(fields)
+    bodies, values = _message_batch(ctx, specs)
     return (
-        yield from _append(ctx, session_id, owner_v, owner, bodies, values, idempotency_key, single, sender)
+        yield from _append(ctx, session_id, owner_v, owner, bodies, values, idempotency_key, False, sender)
     )
 
 
@@ -698,7 +669,8 @@ def _append(
     single: bool,
     sender: Any,
 ) -> Operation[list[Message]]:
-    """The APPEND script over validated message bodies, and its reply as the stored messages."""
+    """The APPEND script over validated message bodies, and its reply as the stored messages.
+    ``single``: ``append_message``'s one message, which layout 1 may have fingerprinted too."""
     cfg = ctx.config
     key_digest = fingerprint = legacy_fingerprint = ""
     if idempotency_key is not None:
@@ -717,18 +689,7 @@ def _append(
     status = reply[0]
     if status > 0:
         yield from _after_write(ctx, owner_v, session_id, reply[1], reply[2])
-        created_at = codec.from_millis(reply[1])
-        messages = [
-            Message(status + i, role, content, sources, created_at, state, data, tokens)
-            for i, (role, content, sources, state, data, tokens) in enumerate(values)
-        ]
-        if signals.message_appended.receivers:
-            for message in messages:
-                yield Emit(
-                    signals.message_appended,
-                    {"sender": sender, "session_id": session_id, "message": message, "owner": owner},
-                )
-        return messages
+        return (yield from _appended(session_id, owner, values, status, reply[1], sender))
     if status == scripts.REPLAYED:
         return codec.decode_messages(reply[1], session_id)
     if status == scripts.FULL:
@@ -978,3 +939,84 @@ def events_since(
 def _event_key(event_id: str) -> tuple[int, int]:
     ms, _, seq = event_id.partition("-")
     return int(ms or 0), int(seq or 0)
+
+
+def _message_batch(
+    ctx: Context, specs: Iterable[Mapping[str, Any]], *, allow_empty: bool = False
+) -> tuple[list[bytes], list[tuple[Any, ...]]]:
+    """Validate a batch of message specs as ``append_messages`` does: the bodies to store and the
+    values they hold. Field errors name ``messages[i].field``, even for a batch of one."""
+    cfg = ctx.config
+    if isinstance(specs, Mapping | str | bytes):
+        raise InvalidInput("Expected a list of messages.", field="messages")
+    specs = list(specs)
+    if not specs and not allow_empty:
+        raise InvalidInput("Give at least one message.", field="messages")
+    if len(specs) > cfg.max_messages:
+        raise InvalidInput(f"At most {cfg.max_messages} messages in one batch.", field="messages")
+    bodies: list[bytes] = []
+    values: list[tuple[Any, ...]] = []
+    for n, spec in enumerate(specs):
+        prefix = f"messages[{n}]."
+        if not isinstance(spec, Mapping):
+            raise InvalidInput("Each message must be an object.", field=f"messages[{n}]")
+        unknown = set(spec) - _MESSAGE_FIELDS
+        if unknown:
+            raise InvalidInput(f"Unknown field: {sorted(unknown)[0]}.", field=prefix + sorted(unknown)[0])
+        body, fields = _body(
+            ctx,
+            spec.get("role"),
+            spec.get("content"),
+            spec.get("sources"),
+            spec.get("status", "completed"),
+            spec.get("data"),
+            spec.get("token_count"),
+            prefix,
+        )
+        bodies.append(body)
+        values.append(fields)
+    return bodies, values
+
+
+def replace_messages(
+    ctx: Context, session_id: str, specs: Iterable[Mapping[str, Any]], *, owner: str | None, sender: Any
+) -> Operation[list[Message]]:
+    """Every message of the session replaced by ``specs`` (possibly none) in one script: readers see
+    the old history or the new one, never a mix. The new messages get the next ids."""
+    cfg = ctx.config
+    owner_v = validation.owner_value(owner)
+    bodies, values = _message_batch(ctx, specs, allow_empty=True)
+    session_id = _session_id(session_id)
+    reply = yield from _write(
+        ctx, session_id, owner_v, scripts.REPLACE, [cfg.max_messages, len(bodies), *bodies]
+    )
+    first = int(reply[0])
+    if first < 0:
+        if first == scripts.FULL:  # pragma: no cover (the batch size is checked above)
+            raise SessionFull(f"A session holds at most {cfg.max_messages} messages.")
+        _check_status(first, session_id)
+    removed, now, cidem = int(reply[1]), reply[2], reply[3]
+    if removed:
+        yield from _removed(ctx, session_id, owner_v, owner, [], now, cidem, sender, after=0)
+    else:
+        yield from _after_write(ctx, owner_v, session_id, now, cidem)
+    return (yield from _appended(session_id, owner, values, first, now, sender))
+
+
+def _appended(
+    session_id: str, owner: str | None, values: list[tuple[Any, ...]], first: int, now: Any, sender: Any
+) -> Operation[list[Message]]:
+    """The messages a script just appended (ids from ``first``, written at ``now``), after their
+    ``message_appended`` signals."""
+    created_at = codec.from_millis(now)
+    messages = [
+        Message(first + i, role, content, sources, created_at, state, data, tokens)
+        for i, (role, content, sources, state, data, tokens) in enumerate(values)
+    ]
+    if signals.message_appended.receivers:
+        for message in messages:
+            yield Emit(
+                signals.message_appended,
+                {"sender": sender, "session_id": session_id, "message": message, "owner": owner},
+            )
+    return messages

@@ -614,6 +614,38 @@ return {1, top[1], m[6] or false, now}
 """,
 )
 
+# ARGV[7..]: max messages, k, then k message bodies (as APPEND's; k may be 0)
+# Replaces the whole history in one step: removes every message (as TRUNCATE with after=0), then
+# appends the k bodies with the next ids (ids keep growing: never reused). A reader sees the old
+# history or the new one, never a mix. Returns {first id, removed, now, cidem|false}, or {-1}, {-2},
+# {-9}.
+REPLACE = LuaScript(
+    "replace",
+    _SESSION
+    + """
+local k = tonumber(ARGV[8])
+if k > tonumber(ARGV[7]) then return {-2} end
+"""
+    + _NOW
+    + _EMIT
+    + """
+local n = redis.call('ZREMRANGEBYSCORE', KEYS[2], '(0', '+inf')
+if n > 0 then emit('t', '0', string.format('%d', n)) end
+for i = 1, k do
+  local id = string.format('%d', seq + i)
+  local raw = '{"id":' .. id .. ',"created_at":' .. now .. ARGV[8 + i]
+  redis.call('ZADD', KEYS[2], id, raw)
+  emit('c', id, raw)
+end
+redis.call('HSET', KEYS[1], 'count', string.format('%d', k), 'seq', string.format('%d', seq + k),
+           'updated_at', now, 'expires_at', expires)
+"""
+    + _TOUCH
+    + """
+return {seq + 1, n, now, m[6] or false}
+""",
+)
+
 # KEYS: meta, ev   ARGV: owner, after (a stream id), most entries
 # Returns {trimmed, oldest, the session's events after that id ({id, {field, value...}} each, oldest
 # first)}, or nil when the session is not there: what a reconnecting reader missed. ``trimmed`` is '0'

@@ -428,6 +428,32 @@ class ConversationStore:
             )
         )
 
+    def replace_messages(
+        self,
+        session_id: str,
+        messages: Iterable[Mapping[str, Any]],
+        *,
+        owner: str | None = None,
+    ) -> list[Message]:
+        """Replace the session's whole history with ``messages`` (possibly none) in one round trip:
+        a concurrent reader sees the old history or the new one, never a mix. The new messages get the
+        next ids (ids are never reused); they are validated as ``append_messages`` validates, and
+        nothing is written when one is invalid. Raises ``SessionNotFound``, ``InvalidInput``."""
+        return self.sync.run(
+            ops.replace_messages(self.ctx, session_id, messages, owner=owner, sender=ConversationStore)
+        )
+
+    async def areplace_messages(
+        self,
+        session_id: str,
+        messages: Iterable[Mapping[str, Any]],
+        *,
+        owner: str | None = None,
+    ) -> list[Message]:
+        return await self.aio.run(
+            ops.replace_messages(self.ctx, session_id, messages, owner=owner, sender=ConversationStore)
+        )
+
     def get_messages(
         self,
         session_id: str,
