@@ -47,7 +47,7 @@ from .clients import get_async_redis_client
 from .conf import conf
 from .exceptions import SessionNotFound, StoreUnavailable
 from .schema import OpenApiParameter, OpenApiResponse, extend_schema
-from .serializers import MessageSerializer, SessionSerializer
+from .serializers import ErrorSerializer, MessageSerializer, SessionSerializer
 from .store import ConversationStore, get_redis_client, get_store
 from .store.codec import Event, decode_published
 from .store.records import SessionSummary
@@ -652,6 +652,13 @@ class EventStreamRenderer(BaseRenderer):
         return b""
 
 
+class EventStreamNotAccepted(exceptions.NotAcceptable):
+    default_detail = _(
+        "This endpoint answers only requests that accept text/event-stream (EventSource sends "
+        "Accept: text/event-stream; with curl, add -H 'Accept: text/event-stream')."
+    )
+
+
 class EventsTurnedOff(exceptions.APIException):
     status_code = 404
     default_detail = _("Live events are turned off on this site (CONVERSATIONS['EVENT_HISTORY'] is 0).")
@@ -697,6 +704,9 @@ kept), then `ready` (the session). A comment line is sent every 15 seconds while
             {"type": "string"}, description="An endless `text/event-stream`; see the description."
         ),
         **{(code, "application/json"): ERROR_RESPONSES[code] for code in (400, 401, 403, 404, 429, 503)},
+        (406, "application/json"): OpenApiResponse(
+            ErrorSerializer, description="The request's `Accept` does not name `text/event-stream`."
+        ),
     },
 )
 class SessionEventsView(APIView):
@@ -706,7 +716,8 @@ class SessionEventsView(APIView):
     """
 
     permission_classes = [HasConversationOwner]
-    renderer_classes = [EventStreamRenderer, JSONRenderer]
+    # Errors are rendered as JSON (finalize_response); the stream is the only success.
+    renderer_classes = [EventStreamRenderer]
     #: Seconds between keep-alive comments on an idle stream (proxies close silent connections).
     heartbeat_seconds: float = 15.0
     #: Seconds after which a stream ends (the client reconnects with ``Last-Event-ID``): this bounds
@@ -726,6 +737,10 @@ class SessionEventsView(APIView):
         return super().finalize_response(request, response, *args, **kwargs)
 
     def get(self, request: Request, id: str) -> StreamingHttpResponse:
+        # An endless body must be asked for by name: a browser opening the URL, or a client that takes
+        # anything (*/*), would otherwise hang on it.
+        if EventStreamRenderer.media_type not in request.headers.get("Accept", ""):
+            raise EventStreamNotAccepted()
         if conf.EVENT_HISTORY <= 0:
             raise EventsTurnedOff()
         owner = resolve_owner(request)

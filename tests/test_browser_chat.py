@@ -58,7 +58,9 @@ def demo_site(tmp_path: Path) -> Iterator[str]:
             urllib.request.urlopen(base + "/health/", timeout=2)
             break
         except OSError:
-            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "runserver.log").read_text()
+            log_text = (tmp_path / "runserver.log").read_text()
+            assert proc.poll() is None, log_text
+            assert time.monotonic() < deadline, log_text
             time.sleep(0.2)
     try:
         yield base
@@ -100,7 +102,9 @@ def test_a_person_chats_live_on_the_chat_page(browser: Any, demo_site: str) -> N
 
     def settled(driver: Any) -> bool:
         replies = assistant_replies()
-        return bool(replies) and all(status == "completed" and LABEL in text for _, _, status, text in replies)
+        return bool(replies) and all(
+            status == "completed" and LABEL in text for _, _, status, text in replies
+        )
 
     def watch_reply_stream_in() -> list[int]:
         """The lengths the streaming reply's text went through, sampled until it is completed."""
@@ -134,7 +138,7 @@ def test_a_person_chats_live_on_the_chat_page(browser: Any, demo_site: str) -> N
     session_id = browser.current_url.rstrip("/").rsplit("/", 1)[1]
     wait.until(ec.text_to_be_present_in_element((By.ID, "live"), "live"))
     wait.until(settled)
-    assert [(role, text) for _, role, _, text in messages()][0] == ("user", "Hello from a real browser")
+    assert messages()[0][1::2] == ("user", "Hello from a real browser")
 
     # The next reply is watched as it streams in: its text grows token by token, in the page.
     send("Tell me about live events please")
@@ -169,9 +173,10 @@ def test_a_person_chats_live_on_the_chat_page(browser: Any, demo_site: str) -> N
     wait.until(lambda d: [m[1:4:2] for m in messages()][:1] == [("user", "An edited question")])
     wait.until(lambda d: len(messages()) == 2 and settled(d))
     (user_id, _, _, _), (reply_id, _, _, _) = messages()
-    assert user_id == first and reply_id > after[-1][0]
+    assert user_id == first
+    assert reply_id > after[-1][0]
     stored = api_session(demo_site, session_id)["messages"]
-    assert [(m["id"], m["role"], m["content"]) for m in stored][0] == (first, "user", "An edited question")
+    assert (stored[0]["id"], stored[0]["role"], stored[0]["content"]) == (first, "user", "An edited question")
     assert len(stored) == 2
 
     # Delete the reply.
