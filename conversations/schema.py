@@ -21,7 +21,6 @@ __all__ = [
     "has_openapi",
 ]
 
-
 def has_openapi() -> bool:
     """Whether drf-spectacular is installed (the ``[openapi]`` extra)."""
     return find_spec("drf_spectacular") is not None
