@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.urls import path
 from rest_framework.routers import DynamicRoute, Route, SimpleRouter
 
+from .events import SessionEventsView
 from .views import SessionViewSet
 
 app_name = "conversations"
@@ -40,4 +42,8 @@ router.register("sessions", SessionViewSet, basename="session")
 slashed_ids = SlashedIdRouter()
 slashed_ids.register("sessions", SessionViewSet, basename="session-slashed-id")
 
-urlpatterns = [*router.urls, *slashed_ids.urls]
+urlpatterns = [
+    path("sessions/<str:id>/events/", SessionEventsView.as_view(), name="session-events"),
+    *router.urls,
+    *slashed_ids.urls,
+]

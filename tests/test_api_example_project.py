@@ -38,7 +38,7 @@ pages = ["/", "/api/sessions/", f"/api/sessions/{session_id}/messages/", "/api/s
 for url in pages:
     response = client.get(url)
     seen[url.replace(session_id, "ID")] = [response.status_code, response["Content-Type"],
-                                           response.content.decode()[:20000]]
+                                           response.content.decode()[:200000]]
 seen["anonymous"] = Client().get("/api/sessions/").status_code
 seen["swagger_asset"] = bool(finders.find("drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js"))
 print("RESULT " + json.dumps(seen))

@@ -1,7 +1,9 @@
-"""The ASGI entry point: ``uvicorn --app-dir example_project demo.asgi:application``.
+"""The ASGI entry point: ``uvicorn demo.asgi:application --app-dir example_project`` (or daphne, or
+gunicorn with uvicorn workers).
 
-Django runs the async views (``demo.views.last_messages``) on the server's event loop, where the store's
-``a…`` methods use that loop's own redis.asyncio pool; sync views run in a thread, as under WSGI.
+Django runs the async views (``demo.views.last_messages``, the live event streams) on the server's event
+loop, where the store's ``a…`` methods use that loop's own redis.asyncio pool; sync views run in a
+thread, as under WSGI.
 """
 
 import os

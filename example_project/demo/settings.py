@@ -43,6 +43,7 @@ MIDDLEWARE = [
 
 ROOT_URLCONF = "demo.urls"
 WSGI_APPLICATION = "demo.wsgi.application"
+ASGI_APPLICATION = "demo.asgi.application"
 
 TEMPLATES = [
     {
@@ -150,7 +151,7 @@ SPECTACULAR_SETTINGS = {
 }
 
 LOGIN_URL = "/api-auth/login/"
-LOGIN_REDIRECT_URL = "/"
+LOGIN_REDIRECT_URL = "/chat/"
 
 AUTH_PASSWORD_VALIDATORS: list[dict[str, str]] = []
 LANGUAGE_CODE = "en-us"
