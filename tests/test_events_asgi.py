@@ -292,8 +292,15 @@ def test_reconnecting_with_last_event_id_loses_nothing(site: Site, store: Conver
     assert "".join(texts) == stored  # every delta exactly once, in order
     assert len({e["id"] for e in seen + resumed}) == len(seen + resumed)
 
-    # An id older than the kept history: a reset, telling the client to reload.
-    stale = Stream.open(site, session["id"], last_event_id="1-0")
+    # From the very start, nothing trimmed yet: the whole history, no reset.
+    whole = Stream.open(site, session["id"], last_event_id="0-0")
+    pump([whole], lambda: ready(whole))
+    assert not whole.named("reset")
+    assert len(whole.named("message.extended")) == 15
+    whole.close()
+    # An id older than the kept history (trimmed away since): a reset, telling the client to reload.
+    store.client.xtrim(store.keys.events(session["id"]), maxlen=1, approximate=False)
+    stale = Stream.open(site, session["id"], last_event_id=seen[0]["id"])
     pump([stale], lambda: ready(stale))
     assert stale.named("reset")
     for stream in (second, stale):
