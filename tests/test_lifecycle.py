@@ -1172,3 +1172,27 @@ def test_events_since_says_whether_the_stream_still_reaches_back(settings: Any, 
     recent, complete = store.events_since(session.id, events[-3].id, owner="u")
     assert complete
     assert [e.message.content for e in recent if e.message] == ["m298", "m299"]
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (lambda s, sid, mid: s.append_message(sid, role="user", content="a\ud800b", owner=OWNER), "content"),
+        (lambda s, sid, mid: s.update_message(sid, mid, content="\udfff", owner=OWNER), "content"),
+        (lambda s, sid, mid: s.extend_message(sid, mid, "x\ud800", owner=OWNER), "text"),
+        (lambda s, sid, mid: s.update_session(sid, title="t\ud800", owner=OWNER), "title"),
+    ],
+    ids=["append", "update", "extend", "title"],
+)
+def test_a_lone_surrogate_is_invalid_input_and_writes_nothing(
+    store: ConversationStore, call: Callable[..., Any], field: str
+) -> None:
+    session = store.create_session(owner=OWNER, title="kept")
+    reply = store.append_message(session.id, role="assistant", content="", owner=OWNER, status="in_progress")
+    with pytest.raises(InvalidInput) as caught:
+        call(store, session.id, reply.id)
+    assert caught.value.field == field
+    fetched = store.get_session(session.id, owner=OWNER)
+    assert fetched is not None
+    assert fetched.title == "kept"
+    assert [(m.id, m.content) for m in fetched.messages] == [(reply.id, "")]

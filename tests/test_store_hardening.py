@@ -29,6 +29,7 @@ def test_reads_are_served_while_writes_are_paused(private_cache: PrivateRedis) -
     store.get_session(session.id, owner="user:1")
     store.get_messages(session.id, owner="user:1", last=5)
     store.get_context(session.id, owner="user:1", max_tokens=100)
+    store.list_sessions(owner="user:1")
     with private_cache.admin() as admin:
         admin.execute_command("CLIENT", "PAUSE", 30_000, "WRITE")
     try:

@@ -95,6 +95,18 @@ def metadata_bytes(metadata: Any, *, max_bytes: int, max_depth: int) -> bytes:
     return encoded
 
 
+def _encodable(text: str, field: str) -> str:
+    """``text``, refused when it cannot be UTF-8 (a lone surrogate): JSON and Redis could not carry it."""
+    if not text.isascii():  # (ASCII always encodes; only other text pays for the check)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidInput(
+                "The text holds a lone surrogate, which is not valid Unicode.", field=field
+            ) from exc
+    return text
+
+
 def title_value(title: Any, *, max_length: int) -> str:
     if title is None:
         return ""
@@ -102,7 +114,7 @@ def title_value(title: Any, *, max_length: int) -> str:
         raise InvalidInput("The title must be a string.", field="title")
     if len(title) > max_length:
         raise InvalidInput(f"The title must be at most {max_length} characters.", field="title")
-    return title
+    return _encodable(title, "title")
 
 
 def role_value(role: Any, *, roles: tuple[str, ...], field: str = "role") -> str:
@@ -119,7 +131,7 @@ def content_value(content: Any, *, max_length: int, field: str = "content") -> s
             f"The {field.rsplit('.', 1)[-1]} is {len(content)} characters; the limit is {max_length}.",
             field=field,
         )
-    return content
+    return _encodable(content, field)
 
 
 def sources_bytes(
