@@ -47,7 +47,9 @@ def http_timings(bench: Bench) -> dict[str, Timing]:
         with override_settings(ROOT_URLCONF="benchmarks.urls"):
             client = Client(HTTP_AUTHORIZATION=f"Basic {token}")
             for i in range(LISTED_SESSIONS):
-                listed = client.post("/api/sessions/", {"title": f"listed {i}"}, content_type="application/json")
+                listed = client.post(
+                    "/api/sessions/", {"title": f"listed {i}"}, content_type="application/json"
+                )
                 assert listed.status_code == 201, listed.content
             created = client.post("/api/sessions/", {"title": "bench"}, content_type="application/json")
             assert created.status_code == 201, created.content

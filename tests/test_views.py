@@ -28,6 +28,7 @@ pytestmark = [pytest.mark.redis, pytest.mark.django_db]
 
 SESSIONS = "/api/sessions/"
 MISSING_ID = "A" * 22  # well-formed, but no such session
+MESSAGE_KEYS = {"id", "role", "content", "sources", "created_at", "status", "data", "token_count"}
 
 
 def detail(session_id: str) -> str:
@@ -65,6 +66,16 @@ def bob_api(store: ConversationStore, bob: User) -> APIClient:
     client = APIClient()
     client.force_authenticate(bob)
     return client
+
+
+def streamed(response: Any) -> bytes:
+    """The whole body of a streamed response (the export)."""
+    assert response.streaming, "expected a streamed response"
+    return b"".join(response.streaming_content)
+
+
+def streamed_json(response: Any) -> Any:
+    return json.loads(streamed(response))
 
 
 def create_session(client: APIClient, **body: Any) -> dict[str, Any]:
@@ -291,7 +302,7 @@ def test_retrieve_gives_the_session_with_its_messages_in_order(api: APIClient) -
     assert body["message_count"] == 2
     assert [m["content"] for m in body["messages"]] == ["first", "second"]
     assert [m["id"] for m in body["messages"]] == [1, 2]
-    assert set(body["messages"][0]) == {"id", "role", "content", "sources", "created_at"}
+    assert set(body["messages"][0]) == MESSAGE_KEYS
     assert body["messages"][1]["sources"] == [{"url": "https://example.com/a", "title": "A"}]
 
 
@@ -625,10 +636,10 @@ def test_export_json_is_a_download_of_the_transcript(api: APIClient) -> None:
     assert response.status_code == 200
     assert response["Content-Type"] == "application/json"
     assert response["Content-Disposition"] == f'attachment; filename="conversation-{session["id"]}.json"'
-    body = response.json()
+    body = streamed_json(response)
     assert body["title"] == "Refund"
     assert [m["content"] for m in body["messages"]] == ["where is it?"]
-    default = api.get(export_url(session["id"])).json()  # JSON is the default
+    default = streamed_json(api.get(export_url(session["id"])))  # JSON is the default
     assert {**default, "expires_at": None} == {**body, "expires_at": None}
 
 
@@ -644,7 +655,7 @@ def test_export_markdown_is_a_readable_transcript(api: APIClient) -> None:
     assert response.status_code == 200
     assert response["Content-Type"] == "text/markdown; charset=utf-8"
     assert response["Content-Disposition"] == f'attachment; filename="conversation-{session["id"]}.md"'
-    text = response.content.decode()
+    text = streamed(response).decode()
     assert text.startswith("# Refund \\*now\\*\n")
     assert "## 1. user" in text
     assert "> where is it?\n> ## not a heading" in text
@@ -979,7 +990,7 @@ def test_every_time_in_every_response_has_one_shape(api: APIClient) -> None:
         message,
         api.get(SESSIONS).json()["results"][0],
         api.get(detail(session["id"])).json(),
-        api.get(export_url(session["id"])).json(),
+        streamed_json(api.get(export_url(session["id"]))),
         api.get(messages_url(session["id"])).json()["results"][0],
     ]
     times = [value for body in responses for key, value in _walk(body) if key.endswith("_at")]
