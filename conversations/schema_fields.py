@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.extensions import OpenApiSerializerFieldExtension
+from drf_spectacular.extensions import OpenApiSerializerExtension, OpenApiSerializerFieldExtension
 from drf_spectacular.plumbing import ResolvedComponent
 
-from .serializers import JSON_VALUE_COMPONENT, JSON_VALUE_SCHEMA, MetadataField, SourcesField
+from .serializers import (
+    JSON_VALUE_COMPONENT,
+    JSON_VALUE_SCHEMA,
+    MAX_BATCH_MESSAGES,
+    MessageBatchSerializer,
+    MessageCreateSerializer,
+    MetadataField,
+    SourcesField,
+)
 
 
 def _json_value(auto_schema: Any) -> dict[str, str]:
@@ -39,3 +47,11 @@ class _SourcesFieldSchema(OpenApiSerializerFieldExtension):  # type: ignore[no-u
             "type": "array",
             "items": {"type": "object", "additionalProperties": _json_value(auto_schema)},
         }
+
+
+class _MessageBatchSchema(OpenApiSerializerExtension):  # type: ignore[no-untyped-call]
+    target_class = MessageBatchSerializer
+
+    def map_serializer(self, auto_schema: Any, direction: Any) -> dict[str, Any]:
+        item = auto_schema.resolve_serializer(MessageCreateSerializer, direction)
+        return {"type": "array", "items": item.ref, "minItems": 1, "maxItems": MAX_BATCH_MESSAGES}

@@ -239,6 +239,16 @@ class MessageCreateSerializer(serializers.Serializer[Any]):
         }
 
 
+#: Messages one ``POST .../messages/`` may append (a list body); more is a 400.
+MAX_BATCH_MESSAGES = 100
+
+
+class MessageBatchSerializer(serializers.Serializer[Any]):
+    """A list of 1 to 100 messages appended all or nothing. It stands for that list in the schema
+    (``schema_fields``: an array of ``MessageCreate`` with its bounds, which drf-spectacular does not
+    read from a ``ListSerializer``); the view validates the list with ``MessageCreateSerializer``."""
+
+
 class MessageUpdateSerializer(serializers.Serializer[Any]):
     """The body of `PATCH /sessions/{id}/messages/{message_id}/`: any of the fields; the others stay."""
 
@@ -463,6 +473,14 @@ VALIDATION_ERROR_SCHEMA: dict[str, Any] = {
         "oneOf": [{"type": "array", "items": {"type": "string"}}, {"type": "string"}],
     },
     "example": {"content": ["This field is required."]},
+}
+
+# A list body's errors: one object per message (``{}`` for a good one), in the order sent.
+BATCH_VALIDATION_ERROR_SCHEMA: dict[str, Any] = {
+    "oneOf": [
+        VALIDATION_ERROR_SCHEMA,
+        {"type": "array", "items": {k: v for k, v in VALIDATION_ERROR_SCHEMA.items() if k != "example"}},
+    ],
 }
 
 

@@ -53,9 +53,12 @@ from .schema import (
     extend_schema_view,
 )
 from .serializers import (
+    BATCH_VALIDATION_ERROR_SCHEMA,
+    MAX_BATCH_MESSAGES,
     VALIDATION_ERROR_SCHEMA,
     ContextQuerySerializer,
     ErrorSerializer,
+    MessageBatchSerializer,
     MessageCreateSerializer,
     MessageExtendSerializer,
     MessagePageSerializer,
@@ -88,11 +91,8 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 SESSION_HEAD_MESSAGES = 50
 
 #: Messages the export reads from Redis at a time: its memory is bounded by one window, whatever the
-#: length of the session.
-EXPORT_WINDOW = 200
-
-#: Messages one ``POST .../messages/`` may append (a list body); more is a 400.
-MAX_BATCH_MESSAGES = 100
+#: length of the session. (Decoding a window briefly takes about 15 times its size: orjson's parse.)
+EXPORT_WINDOW = 100
 
 # ---------------------------------------------------------------------------------------------- errors
 
@@ -363,20 +363,15 @@ def _message_errors(*codes: int) -> dict[int, OpenApiResponse]:
 # The body of ``POST .../messages/``: one message, or a list of them appended all or nothing.
 MESSAGE_OR_BATCH = PolymorphicProxySerializer(
     component_name="MessageCreateOrBatch",
-    serializers=[
-        MessageCreateSerializer,
-        MessageCreateSerializer(
-            many=True,
-            allow_empty=False,
-            max_length=MAX_BATCH_MESSAGES,  # type: ignore[call-arg]  # (DRF 3.14+; not in the stubs)
-        ),
-    ],
+    serializers=[MessageCreateSerializer, MessageBatchSerializer],
     resource_type_field_name=None,
+    many=False,
 )
 MESSAGE_OR_LIST = PolymorphicProxySerializer(
     component_name="MessageOrList",
     serializers=[MessageSerializer, MessageSerializer(many=True)],
     resource_type_field_name=None,
+    many=False,
 )
 
 
@@ -475,6 +470,11 @@ class SessionViewSet(viewsets.GenericViewSet[Any]):
         method = str(getattr(self.request, "method", None) or "GET").lower()
         action = getattr(self, "action_map", {}).get(method) or self.action
         return _SERIALIZERS.get((action, method)) or _SERIALIZERS.get((action, "")) or SessionSerializer
+
+    def get_queryset(self) -> Any:
+        # The browsable API asks a view that answers a list (a batch, the context) for its queryset, to
+        # draw the filter backends' forms; there are no querysets here, and no filter backends.
+        return []
 
     def get_throttles(self) -> list[BaseThrottle]:
         # The host's default throttles still apply; the ``conversations`` scope comes on top.
@@ -629,7 +629,14 @@ class SessionViewSet(viewsets.GenericViewSet[Any]):
         "message ids) instead of appending again.",
         parameters=[SESSION_ID_PARAMETER, IDEMPOTENCY_PARAMETER, RETRY_AFTER_PARAMETER],
         request=json_body(MESSAGE_OR_BATCH),  # type: ignore[arg-type]
-        responses={201: MESSAGE_OR_LIST, **_errors(400, 404, 409, 411, 413, 415, 422)},
+        responses={
+            201: MESSAGE_OR_LIST,
+            **_errors(400, 404, 409, 411, 413, 415, 422),
+            400: OpenApiResponse(
+                BATCH_VALIDATION_ERROR_SCHEMA,
+                description="Invalid input: field errors, or for a list a list of them, one per message.",
+            ),
+        },
     )
     @action(detail=True, methods=["get", "post"], url_path="messages", url_name="messages")
     def messages(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -695,17 +702,23 @@ class SessionViewSet(viewsets.GenericViewSet[Any]):
         return Response([message_json(message) for message in messages], status=status.HTTP_201_CREATED)
 
     def _validated_batch(self, items: Sequence[Any]) -> Sequence[dict[str, Any]]:
-        serializer = MessageCreateSerializer(
-            data=items,
-            many=True,
-            allow_empty=False,
-            max_length=MAX_BATCH_MESSAGES,  # type: ignore[call-arg]  # (DRF 3.14+; not in the stubs)
-        )
-        serializer.is_valid(raise_exception=True)
-        return [dict(item) for item in serializer.validated_data]
+        """Each message through the serializer; the errors as a list, one object per message (whatever
+        the DRF version's ``ListSerializer`` would give: a list, or since 3.16 a dict by index)."""
+        if not items:
+            raise exceptions.ValidationError(
+                {api_settings.NON_FIELD_ERRORS_KEY: [_("Give at least one message.")]}
+            )
+        if len(items) > MAX_BATCH_MESSAGES:
+            message = _("At most %(count)s messages in one request.") % {"count": MAX_BATCH_MESSAGES}
+            raise exceptions.ValidationError({api_settings.NON_FIELD_ERRORS_KEY: [message]})
+        serializers = [MessageCreateSerializer(data=item) for item in items]
+        if not all([serializer.is_valid() for serializer in serializers]):  # every one, for its errors
+            raise exceptions.ValidationError([serializer.errors for serializer in serializers])
+        return [dict(serializer.validated_data) for serializer in serializers]
 
     @extend_schema(
         methods=["GET"],
+        operation_id="sessions_message_retrieve",
         tags=TAGS,
         summary="Read a message",
         parameters=[SESSION_ID_PARAMETER, MESSAGE_ID_PARAMETER, RETRY_AFTER_PARAMETER],
@@ -713,6 +726,7 @@ class SessionViewSet(viewsets.GenericViewSet[Any]):
     )
     @extend_schema(
         methods=["PATCH"],
+        operation_id="sessions_message_partial_update",
         tags=TAGS,
         summary="Change a message",
         description="Change any of `content`, `status`, `data` and `token_count`; the fields not sent stay "
@@ -723,6 +737,7 @@ class SessionViewSet(viewsets.GenericViewSet[Any]):
     )
     @extend_schema(
         methods=["DELETE"],
+        operation_id="sessions_message_destroy",
         tags=TAGS,
         summary="Delete a message",
         description="Remove exactly that message; the others keep their ids.",

@@ -183,13 +183,17 @@ def test_an_oversize_body_is_a_413(api: APIClient, settings: Any, content_type: 
     assert api.get(SESSIONS).json()["results"] == []
 
 
-@pytest.mark.parametrize("target", ["create", "patch", "append"])
+@pytest.mark.parametrize("target", ["create", "patch", "append", "patch message", "extend", "truncate"])
 def test_every_body_endpoint_gives_413_and_415(api: APIClient, settings: Any, target: str) -> None:
     session = create_session(api, title="kept")
+    append(api, session["id"], status="in_progress")
     method, path = {
         "create": ("post", SESSIONS),
         "patch": ("patch", detail(session["id"])),
         "append": ("post", messages_url(session["id"])),
+        "patch message": ("patch", f"{messages_url(session['id'])}1/"),
+        "extend": ("post", f"{messages_url(session['id'])}1/extend/"),
+        "truncate": ("post", f"{SESSIONS}{session['id']}/truncate/"),
     }[target]
     send = getattr(api, method)
 
@@ -199,7 +203,8 @@ def test_every_body_endpoint_gives_413_and_415(api: APIClient, settings: Any, ta
     assert send(path, big, content_type="application/json").status_code == 413
 
     after = api.get(detail(session["id"])).json()
-    assert (after["title"], after["message_count"]) == ("kept", 0)
+    assert (after["title"], after["message_count"]) == ("kept", 1)
+    assert after["messages"][0]["content"] == "hello"
     assert len(api.get(SESSIONS).json()["results"]) == 1
 
 
@@ -691,8 +696,11 @@ def test_export_in_an_unknown_format_is_a_404(api: APIClient) -> None:
 # --------------------------------------------------------------------------------------------- every endpoint
 
 
-def endpoints(session_id: str) -> list[tuple[str, str, dict[str, Any] | None]]:
-    """(method, path, JSON body) of every operation on one session, plus the two on the collection."""
+def endpoints(session_id: str) -> list[tuple[str, str, Any]]:
+    """(method, path, JSON body) of every operation on one session, plus the two on the collection.
+
+    The message operations name message 1, which the sessions under test hold."""
+    one = f"{messages_url(session_id)}1/"
     return [
         ("get", SESSIONS, None),
         ("post", SESSIONS, {"title": "t"}),
@@ -700,12 +708,23 @@ def endpoints(session_id: str) -> list[tuple[str, str, dict[str, Any] | None]]:
         ("patch", detail(session_id), {"title": "changed"}),
         ("get", messages_url(session_id), None),
         ("post", messages_url(session_id), {"role": "user", "content": "intruder"}),
+        (
+            "post",
+            messages_url(session_id),
+            [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}],
+        ),
+        ("get", one, None),
+        ("patch", one, {"content": "rewritten", "status": "in_progress"}),
+        ("post", f"{one}extend/", {"text": " and more"}),
+        ("delete", one, None),
+        ("post", f"{SESSIONS}{session_id}/truncate/", {"after": 0}),
+        ("get", f"{SESSIONS}{session_id}/context/?max_tokens=1000", None),
         ("get", export_url(session_id), None),
         ("delete", detail(session_id), None),
     ]
 
 
-def call(client: APIClient, method: str, path: str, body: dict[str, Any] | None) -> Any:
+def call(client: APIClient, method: str, path: str, body: Any) -> Any:
     request: Callable[..., Any] = getattr(client, method)
     return request(path, body, format="json") if body is not None else request(path)
 
