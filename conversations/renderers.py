@@ -42,6 +42,44 @@ def _quoted(content: str) -> list[str]:
     return [f"> {line}" if line else ">" for line in content.splitlines()]
 
 
+class FastJSONRenderer(JSONRenderer):
+    """DRF's ``JSONRenderer``, encoding with orjson where the result is the same JSON.
+
+    The views answer with plain dicts, lists, strings and numbers (built by ``message_json`` and
+    ``session_json``), which orjson encodes some 20 times faster than ``json.dumps``: on a page of 20
+    messages the encoding cost more than the page's Redis round trip. Anything orjson does not take as
+    is (an ``ErrorDetail``, a lazy translation, an integer over 64 bits) and DRF's other modes
+    (``indent``, ``COMPACT_JSON = False``, ``UNICODE_JSON = False``) go to DRF's own encoding. The
+    output has the same separators and escapes U+2028/U+2029 as DRF does; only the spelling of some
+    floats differs (``1e-7`` for ``1e-07``), the same numbers.
+    """
+
+    def render(
+        self,
+        data: Any,
+        accepted_media_type: str | None = None,
+        renderer_context: Mapping[str, Any] | None = None,
+    ) -> bytes:
+        if (
+            data is not None
+            and self.compact
+            and not self.ensure_ascii
+            and self.get_indent(accepted_media_type or "", renderer_context or {}) is None
+        ):
+            try:
+                encoded = orjson.dumps(data)
+            except TypeError:
+                pass
+            else:
+                if b"\xe2\x80\xa8" in encoded or b"\xe2\x80\xa9" in encoded:
+                    encoded = encoded.replace(b"\xe2\x80\xa8", b"\\u2028").replace(
+                        b"\xe2\x80\xa9", b"\\u2029"
+                    )
+                return encoded
+        rendered: bytes = super().render(data, accepted_media_type, renderer_context)
+        return rendered
+
+
 class MarkdownRenderer(BaseRenderer):
     """A session's transcript as Markdown: a header with its details, then one section per message.
 
@@ -98,8 +136,8 @@ def transcript_json_chunks(
     session: Mapping[str, Any], windows: Iterable[Sequence[Mapping[str, Any]]]
 ) -> Iterator[bytes]:
     """``{...the session..., "messages": [...]}`` in pieces, one per window of messages, encoded as
-    DRF's ``JSONRenderer`` encodes any other response (so the document equals the one it would give)."""
-    render = JSONRenderer().render
+    the API's other responses are (``FastJSONRenderer``)."""
+    render = FastJSONRenderer().render
     head = render(dict(session))
     yield head[:-1] + (b',"messages":[' if len(head) > 2 else b'"messages":[')
     separator = b""

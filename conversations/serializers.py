@@ -48,6 +48,8 @@ def json_type_name(value: Any) -> str:
 
 def utc_text(value: datetime) -> str:
     """A time in UTC with milliseconds, always the same shape: ``2026-12-01T19:34:56.000Z``."""
+    if value.tzinfo is UTC:  # the store's times: "...56.000+00:00" less its offset (half the cost)
+        return value.isoformat(timespec="milliseconds")[:-6] + "Z"
     moment = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -122,9 +124,8 @@ class SourcesField(JSONInputField):
     """Citations of a message: a list of JSON objects (for example ``{"url": ..., "title": ...}``)."""
 
 
-class MessageDataField(MetadataField):
-    """A message's own JSON object (tool calls, usage, ...), kept verbatim: in the schema, a JSON object
-    like a session's metadata."""
+class MessageDataField(JSONInputField):
+    """A message's own JSON object (tool calls, usage, ...), kept verbatim."""
 
 
 # Any JSON value, with the store's integer bounds stated where a schema-driven client can see them: a
@@ -247,6 +248,11 @@ class MessageBatchSerializer(serializers.Serializer[Any]):
     """A list of 1 to 100 messages appended all or nothing. It stands for that list in the schema
     (``schema_fields``: an array of ``MessageCreate`` with its bounds, which drf-spectacular does not
     read from a ``ListSerializer``); the view validates the list with ``MessageCreateSerializer``."""
+
+
+class MessageCreateOrBatchSerializer(serializers.Serializer[Any]):
+    """The body of `POST /sessions/{id}/messages/`: one message, or a list of 1 to 100 appended all or
+    nothing. A stand-in for the schema (``schema_fields``), as ``MessageBatchSerializer``."""
 
 
 class MessageUpdateSerializer(serializers.Serializer[Any]):

@@ -7,10 +7,12 @@ translates them here, at the boundary, so a host project needs no ``EXCEPTION_HA
 
 from __future__ import annotations
 
+import copy
 import io
 import logging
 import re
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from django.conf import settings
@@ -43,7 +45,13 @@ from .exceptions import (
     StoreUnavailable,
 )
 from .pagination import MessageCursor, page_link, read_message_page
-from .renderers import MarkdownRenderer, markdown_header, markdown_message, transcript_json_chunks
+from .renderers import (
+    FastJSONRenderer,
+    MarkdownRenderer,
+    markdown_header,
+    markdown_message,
+    transcript_json_chunks,
+)
 from .schema import (
     OpenApiParameter,
     OpenApiResponse,
@@ -58,7 +66,7 @@ from .serializers import (
     VALIDATION_ERROR_SCHEMA,
     ContextQuerySerializer,
     ErrorSerializer,
-    MessageBatchSerializer,
+    MessageCreateOrBatchSerializer,
     MessageCreateSerializer,
     MessageExtendSerializer,
     MessagePageSerializer,
@@ -244,6 +252,38 @@ def read_chunked_body(request: Request) -> None:
 _UNRESOLVED = object()
 
 
+# The resolver last imported, by its dotted path (importing it again cost as much as a Redis GET).
+_resolver: tuple[str, Callable[[Any], Any]] | None = None
+
+
+def _owner_resolver() -> Callable[[Any], Any]:
+    global _resolver
+    path = conf.OWNER_RESOLVER
+    cached = _resolver
+    if cached is None or cached[0] != path:
+        cached = _resolver = (path, import_string(path))
+    return cached[1]
+
+
+# Per thread (Django's caches, and so their clients, are per thread): the store ``get_store()`` last
+# gave, with what it was built from: settings.CONVERSATIONS (the object, and a copy of its contents
+# then) and settings.CACHES. ``get_store()`` builds nothing again either, but finding its store (the
+# cache alias's client, the configuration) cost a tenth of a request.
+_store_memo = threading.local()
+
+
+def current_store() -> ConversationStore:
+    """``get_store()``, asked again only when ``settings.CONVERSATIONS`` (replaced or edited in place)
+    or ``settings.CACHES`` changes."""
+    raw, caches = getattr(settings, "CONVERSATIONS", None), getattr(settings, "CACHES", None)
+    memo: tuple[Any, Any, Any, ConversationStore] | None = getattr(_store_memo, "value", None)
+    if memo is not None and memo[0] is raw and memo[2] is caches and memo[1] == raw:
+        return memo[3]
+    store = get_store()
+    _store_memo.value = (raw, copy.deepcopy(raw), caches, store)
+    return store
+
+
 def resolve_owner(request: Request) -> str | None:
     """The owner of ``request`` from ``CONVERSATIONS["OWNER_RESOLVER"]``, resolved once per request.
 
@@ -252,7 +292,7 @@ def resolve_owner(request: Request) -> str | None:
     """
     owner = request.__dict__.get("_conversations_owner", _UNRESOLVED)
     if owner is _UNRESOLVED:
-        owner = import_string(conf.OWNER_RESOLVER)(request)
+        owner = _owner_resolver()(request)
         if owner is not None and not isinstance(owner, str):
             raise ImproperlyConfigured(
                 f"CONVERSATIONS['OWNER_RESOLVER'] returned {type(owner).__name__}; expected str or None."
@@ -360,13 +400,6 @@ def _message_errors(*codes: int) -> dict[int, OpenApiResponse]:
     }
 
 
-# The body of ``POST .../messages/``: one message, or a list of them appended all or nothing.
-MESSAGE_OR_BATCH = PolymorphicProxySerializer(
-    component_name="MessageCreateOrBatch",
-    serializers=[MessageCreateSerializer, MessageBatchSerializer],
-    resource_type_field_name=None,
-    many=False,
-)
 MESSAGE_OR_LIST = PolymorphicProxySerializer(
     component_name="MessageOrList",
     serializers=[MessageSerializer, MessageSerializer(many=True)],
@@ -436,7 +469,7 @@ class SessionViewSet(viewsets.GenericViewSet[Any]):
 
     @property
     def store(self) -> ConversationStore:
-        return get_store()
+        return current_store()
 
     @property
     def owner(self) -> str:
@@ -483,10 +516,14 @@ class SessionViewSet(viewsets.GenericViewSet[Any]):
     def get_renderers(self) -> list[BaseRenderer]:
         if self.action == "export":
             # DRF reserves ?format= for choosing a renderer: the export's formats are its renderers.
-            renderers: list[BaseRenderer] = [JSONRenderer(), MarkdownRenderer()]
+            renderers: list[BaseRenderer] = [FastJSONRenderer(), MarkdownRenderer()]
             renderers += [r for r in super().get_renderers() if isinstance(r, BrowsableAPIRenderer)]
             return renderers
-        return super().get_renderers()
+        # DRF's own JSONRenderer (not a host's subclass of it) gives way to the same JSON, encoded faster.
+        return [
+            FastJSONRenderer() if type(renderer) is JSONRenderer else renderer
+            for renderer in super().get_renderers()
+        ]
 
     def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
         # DRF ignores an empty ?format= and picks the default; the export documents format as json or
@@ -628,7 +665,7 @@ class SessionViewSet(viewsets.GenericViewSet[Any]):
         "With an `Idempotency-Key` header, a retried POST returns the first result (same status, same "
         "message ids) instead of appending again.",
         parameters=[SESSION_ID_PARAMETER, IDEMPOTENCY_PARAMETER, RETRY_AFTER_PARAMETER],
-        request=json_body(MESSAGE_OR_BATCH),  # type: ignore[arg-type]
+        request=json_body(MessageCreateOrBatchSerializer),
         responses={
             201: MESSAGE_OR_LIST,
             **_errors(400, 404, 409, 411, 413, 415, 422),
@@ -711,10 +748,11 @@ class SessionViewSet(viewsets.GenericViewSet[Any]):
         if len(items) > MAX_BATCH_MESSAGES:
             message = _("At most %(count)s messages in one request.") % {"count": MAX_BATCH_MESSAGES}
             raise exceptions.ValidationError({api_settings.NON_FIELD_ERRORS_KEY: [message]})
-        serializers = [MessageCreateSerializer(data=item) for item in items]
-        if not all([serializer.is_valid() for serializer in serializers]):  # every one, for its errors
-            raise exceptions.ValidationError([serializer.errors for serializer in serializers])
-        return [dict(serializer.validated_data) for serializer in serializers]
+        checked = [MessageCreateSerializer(data=item) for item in items]
+        valid = [serializer.is_valid() for serializer in checked]  # every one, for its errors
+        if not all(valid):
+            raise exceptions.ValidationError([serializer.errors for serializer in checked])
+        return [dict(serializer.validated_data) for serializer in checked]
 
     @extend_schema(
         methods=["GET"],

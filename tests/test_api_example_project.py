@@ -40,7 +40,7 @@ for url in pages:
     # The export streams its body.
     body = b"".join(response.streaming_content) if response.streaming else response.content
     seen[url.replace(session_id, "ID")] = [response.status_code, response["Content-Type"],
-                                           body.decode()[:20000]]
+                                           body.decode()[:200000]]
 seen["anonymous"] = Client().get("/api/sessions/").status_code
 seen["swagger_asset"] = bool(finders.find("drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js"))
 print("RESULT " + json.dumps(seen))

@@ -122,7 +122,8 @@ def test_patch_changes_only_the_fields_sent(api: APIClient) -> None:
     )
     assert nothing.status_code == 200
     assert nothing.json() == api.get(path).json() == status.json()
-    assert nothing.json()["id"] == sent["id"] and nothing.json()["created_at"] == sent["created_at"]
+    assert nothing.json()["id"] == sent["id"]
+    assert nothing.json()["created_at"] == sent["created_at"]
 
 
 @pytest.mark.parametrize(
@@ -448,7 +449,8 @@ def test_a_batch_refused_by_the_store_names_the_message(api: APIClient, settings
     assert response.json()[:2] == [{}, {}]
     assert list(response.json()[2]) == ["sources"]
     assert alone.status_code == 400
-    assert len(alone.json()) == 1 and list(alone.json()[0]) == ["sources"]
+    assert len(alone.json()) == 1
+    assert list(alone.json()[0]) == ["sources"]
     assert contents(api, session["id"]) == []
 
 
@@ -580,7 +582,8 @@ def test_the_export_streams_a_long_session_in_bounded_memory(
     for fmt in ("json", "markdown"):
         short_peak, short_size = _export_peak(api, short["id"], fmt)
         long_peak, long_size = _export_peak(api, long["id"], fmt)
-        assert long_size > 6_000_000 and long_size > 5.5 * short_size, fmt
+        assert long_size > 6_000_000, fmt
+        assert long_size > 5.5 * short_size, fmt
         # Six times the messages, the same memory: one window's worth, never the whole document.
         assert long_peak < 1.25 * short_peak + 200_000, (fmt, short_peak, long_peak)
         assert long_peak < long_size / 3, (fmt, long_peak, long_size)
