@@ -659,3 +659,26 @@ def test_the_browsable_api_renders_the_new_endpoints_with_forms(api: APIClient) 
     assert 'name="after"' in truncated.content.decode()
     assert "streaming more" in context.content.decode()
     assert api.get(one(session["id"], sent["id"])).json()["content"] == "streaming more"
+
+
+def test_the_fast_json_renderer_gives_drf_s_json() -> None:
+    from django.utils.translation import gettext_lazy
+    from rest_framework.exceptions import ErrorDetail
+    from rest_framework.renderers import JSONRenderer
+
+    from conversations.renderers import FastJSONRenderer
+
+    fast, drf = FastJSONRenderer(), JSONRenderer()
+    samples: list[Any] = [
+        {"a": "ünï\u2028\u2029", "n": [1, -(2**63), 2**64 - 1, 1.5, None, True], "o": {}},
+        [{"detail": ErrorDetail("Not found.", code="not_found")}],
+        {"lazy": gettext_lazy("Session not found.")},
+        {"big": 2**70},
+    ]
+    for data in samples:
+        assert json.loads(fast.render(data)) == json.loads(drf.render(data))
+        assert fast.render(data) == drf.render(data)  # the very bytes, for these values
+    assert fast.render(None) == b""
+    indented = fast.render({"a": 1}, "application/json; indent=2")
+    assert indented == drf.render({"a": 1}, "application/json; indent=2")
+    assert b"\n" in indented
