@@ -13,10 +13,12 @@ from rest_framework.test import APIClient
 
 from conversations.serializers import MessageSerializer, SessionSerializer, message_json, session_json
 from conversations.store import ConversationStore
-from tests.test_views import (
+from tests.test_views import (  # alice and api: the fixtures, shared
     MESSAGE_KEYS,
     MISSING_ID,
     SESSIONS,
+    alice,
+    api,
     append,
     create_session,
     detail,
@@ -28,17 +30,7 @@ from tests.test_views import (
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db]
 
-
-@pytest.fixture
-def alice(django_user_model: type[User]) -> User:
-    return django_user_model.objects.create_user("alice", password="alice-password")
-
-
-@pytest.fixture
-def api(store: ConversationStore, alice: User) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(alice)
-    return client
+__all__ = ["alice", "api"]  # fixtures imported for pytest, not unused
 
 
 def one(session_id: str, message_id: int | str) -> str:
