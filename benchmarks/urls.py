@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from django.urls import URLPattern, URLResolver, include, path
 from rest_framework.request import Request
@@ -13,15 +13,27 @@ from conversations.views import HasConversationOwner
 
 
 class BareView(APIView):
-    """A constant answer behind the app's authentication (DRF's defaults) and permission classes."""
+    """The reference: the app's authentication (DRF's defaults) and permission classes, one redis-py
+    ``GET`` on the store's own client, and a small JSON answer. What the app adds over it is its own
+    work: parsing and validating, the store's script, serializing.
+
+    ``client`` and ``key`` are set by whoever serves it (``benchmarks.http_bench``, the load test);
+    unset, the view answers without touching Redis.
+    """
 
     permission_classes = [HasConversationOwner]
+    client: ClassVar[Any] = None
+    key: ClassVar[str] = ""
+
+    def _answer(self, status: int) -> Response:
+        value = self.client.get(self.key) if self.client is not None else None
+        return Response({"ok": True, "value": None if value is None else len(value)}, status=status)
 
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return Response({"ok": True})
+        return self._answer(200)
 
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return Response({"ok": True}, status=201)
+        return self._answer(201)
 
 
 urlpatterns: list[URLPattern | URLResolver] = [

@@ -14,6 +14,7 @@ __all__ = [
     "OpenApiParameter",
     "OpenApiResponse",
     "OpenApiTypes",
+    "PolymorphicProxySerializer",
     "extend_schema",
     "extend_schema_field",
     "extend_schema_serializer",
@@ -33,6 +34,7 @@ if TYPE_CHECKING or find_spec("drf_spectacular") is not None:
     from drf_spectacular.utils import (
         OpenApiParameter,
         OpenApiResponse,
+        PolymorphicProxySerializer,
         extend_schema,
         extend_schema_field,
         extend_schema_serializer,
@@ -58,6 +60,10 @@ else:
             pass
 
     class OpenApiResponse:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+    class PolymorphicProxySerializer:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             pass
 

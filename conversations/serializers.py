@@ -10,7 +10,7 @@ built, so that the browsable API's forms and the OpenAPI schema show them.
 from __future__ import annotations
 
 import re
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from django.core.validators import ProhibitNullCharactersValidator
@@ -18,7 +18,8 @@ from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
 from .schema import extend_schema_field, extend_schema_serializer, has_openapi
-from .store import store_config
+from .store import Message, SessionSummary, StoreConfig, store_config
+from .store.validation import MAX_MESSAGE_ID, MAX_TOKEN_COUNT, STATUSES
 
 # The store's bounds on integers inside metadata and sources (JSON that fits a 64-bit integer).
 JSON_INT_MIN = -(2**63)
@@ -45,6 +46,14 @@ def json_type_name(value: Any) -> str:
     return type(value).__name__
 
 
+def utc_text(value: datetime) -> str:
+    """A time in UTC with milliseconds, always the same shape: ``2026-12-01T19:34:56.000Z``."""
+    if value.tzinfo is UTC:  # the store's times: "...56.000+00:00" less its offset (half the cost)
+        return value.isoformat(timespec="milliseconds")[:-6] + "Z"
+    moment = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 class UTCTimeField(serializers.DateTimeField):
     """A time in UTC with milliseconds, always the same shape: ``2026-12-01T19:34:56.000Z``.
 
@@ -55,8 +64,7 @@ class UTCTimeField(serializers.DateTimeField):
     def to_representation(self, value: Any) -> Any:
         if value is None or isinstance(value, str):  # nothing to render, or already rendered
             return value
-        moment = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return utc_text(value)
 
 
 class StringChoiceField(serializers.ChoiceField):
@@ -116,6 +124,10 @@ class SourcesField(JSONInputField):
     """Citations of a message: a list of JSON objects (for example ``{"url": ..., "title": ...}``)."""
 
 
+class MessageDataField(JSONInputField):
+    """A message's own JSON object (tool calls, usage, ...), kept verbatim."""
+
+
 # Any JSON value, with the store's integer bounds stated where a schema-driven client can see them: a
 # generator given ``{}`` sends integers of any size, which the store refuses. (``number`` excludes the
 # integers, or the integer bounds would bind nothing.) Nesting depth and encoded size are in words.
@@ -139,15 +151,71 @@ JSON_VALUE_SCHEMA: dict[str, Any] = {
 class MessageSerializer(serializers.Serializer[Any]):
     """A stored message, as the API returns it."""
 
-    id = serializers.IntegerField(read_only=True, help_text=_("Position in the session, starting at 1."))
+    id = serializers.IntegerField(
+        read_only=True,
+        help_text=_("Orders the session's messages, from 1; never reused (a removal leaves a gap)."),
+    )
     role = serializers.CharField(read_only=True)
     content = serializers.CharField(read_only=True)
     sources = SourcesField(read_only=True)
     created_at = UTCTimeField(read_only=True)
+    status = serializers.ChoiceField(
+        choices=list(STATUSES),
+        read_only=True,
+        help_text=_("`completed`, `in_progress` (still being written) or `incomplete` (stopped early)."),
+    )
+    # A field named like ``Serializer.data``: DRF's metaclass takes declared fields off the class.
+    data = MessageDataField(  # type: ignore[assignment]
+        read_only=True, help_text=_("The message's own JSON object ({} when none).")
+    )
+    token_count = serializers.IntegerField(
+        read_only=True, allow_null=True, help_text=_("The caller's token count, or null.")
+    )
+
+
+def _status_field(**kwargs: Any) -> StringChoiceField:
+    return StringChoiceField(
+        choices=list(STATUSES),
+        help_text=_("`completed`, `in_progress` (to stream the rest in with `extend/`) or `incomplete`."),
+        **kwargs,
+    )
+
+
+def _data_field(cfg: StoreConfig, **kwargs: Any) -> MessageDataField:
+    return MessageDataField(
+        style={"base_template": "textarea.html", "rows": 2},
+        help_text=_(
+            "Optional JSON object of your own (tool calls, usage...); at most %(bytes)s bytes encoded, "
+            "%(depth)s levels deep."
+        )
+        % {"bytes": cfg.max_message_data_bytes, "depth": cfg.max_json_depth},
+        **kwargs,
+    )
+
+
+def _token_count_field(**kwargs: Any) -> ASCIIIntegerField:
+    return ASCIIIntegerField(
+        allow_null=True,
+        min_value=0,
+        max_value=MAX_TOKEN_COUNT,
+        help_text=_("Optional token count of the content, used by `context/`; null when unknown."),
+        **kwargs,
+    )
+
+
+def _content_field(cfg: StoreConfig, **kwargs: Any) -> TextField:
+    # Kept exactly as sent: no trimming, and an empty message (a tool's, say) is allowed.
+    return TextField(
+        allow_blank=True,
+        trim_whitespace=False,
+        max_length=cfg.max_message_length,
+        style={"base_template": "textarea.html", "rows": 4},
+        **kwargs,
+    )
 
 
 class MessageCreateSerializer(serializers.Serializer[Any]):
-    """The body of `POST /sessions/{id}/messages/`."""
+    """The body of `POST /sessions/{id}/messages/` (one message; a list of them is a batch)."""
 
     def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
         # Built per instance: the roles and the limits are settings, read at call time (from the
@@ -155,14 +223,7 @@ class MessageCreateSerializer(serializers.Serializer[Any]):
         cfg = store_config()
         return {
             "role": StringChoiceField(choices=list(cfg.roles), help_text=_("Who wrote the message.")),
-            # Kept exactly as sent: no trimming, and an empty message (a tool's, say) is allowed.
-            "content": TextField(
-                allow_blank=True,
-                trim_whitespace=False,
-                max_length=cfg.max_message_length,
-                style={"base_template": "textarea.html", "rows": 4},
-                help_text=_("The message text."),
-            ),
+            "content": _content_field(cfg, help_text=_("The message text.")),
             "sources": SourcesField(
                 required=False,
                 initial=list,  # type: ignore[arg-type]  # (the stubs expect a mapping; any JSON will do)
@@ -173,7 +234,78 @@ class MessageCreateSerializer(serializers.Serializer[Any]):
                 )
                 % {"count": cfg.max_sources, "bytes": cfg.max_sources_bytes, "depth": cfg.max_json_depth},
             ),
+            "status": _status_field(required=False),
+            "data": _data_field(cfg, required=False, allow_null=True),
+            "token_count": _token_count_field(required=False),
         }
+
+
+#: Messages one ``POST .../messages/`` may append (a list body); more is a 400.
+MAX_BATCH_MESSAGES = 100
+
+
+class MessageBatchSerializer(serializers.Serializer[Any]):
+    """A list of 1 to 100 messages appended all or nothing. It stands for that list in the schema
+    (``schema_fields``: an array of ``MessageCreate`` with its bounds, which drf-spectacular does not
+    read from a ``ListSerializer``); the view validates the list with ``MessageCreateSerializer``."""
+
+
+class MessageCreateOrBatchSerializer(serializers.Serializer[Any]):
+    """The body of `POST /sessions/{id}/messages/`: one message, or a list of 1 to 100 appended all or
+    nothing. A stand-in for the schema (``schema_fields``), as ``MessageBatchSerializer``."""
+
+
+class MessageUpdateSerializer(serializers.Serializer[Any]):
+    """The body of `PATCH /sessions/{id}/messages/{message_id}/`: any of the fields; the others stay."""
+
+    def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
+        cfg = store_config()
+        return {
+            "content": _content_field(cfg, required=False, help_text=_("The new text (replaces it).")),
+            "status": _status_field(required=False),
+            "data": _data_field(cfg, required=False, allow_null=True),
+            "token_count": _token_count_field(required=False),
+        }
+
+
+class MessageExtendSerializer(serializers.Serializer[Any]):
+    """The body of `POST /sessions/{id}/messages/{message_id}/extend/`."""
+
+    def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
+        return {
+            "text": _content_field(
+                store_config(), help_text=_("Text to add at the end of the in-progress message.")
+            ),
+        }
+
+
+class TruncateSerializer(serializers.Serializer[Any]):
+    """The body of `POST /sessions/{id}/truncate/`."""
+
+    after = ASCIIIntegerField(
+        min_value=0,
+        max_value=MAX_MESSAGE_ID,
+        help_text=_("Remove every message whose id is above this one (0 removes them all)."),
+    )
+
+
+class TruncateResultSerializer(serializers.Serializer[Any]):
+    """What `POST /sessions/{id}/truncate/` removed."""
+
+    removed = serializers.IntegerField(read_only=True, help_text=_("How many messages were removed."))
+
+
+class ContextQuerySerializer(serializers.Serializer[Any]):
+    """The query string of `GET /sessions/{id}/context/`."""
+
+    max_tokens = ASCIIIntegerField(
+        min_value=1, max_value=MAX_TOKEN_COUNT, help_text=_("The token budget of the messages returned.")
+    )
+    include_system = serializers.BooleanField(
+        required=False,
+        default=True,
+        help_text=_("Whether the session's leading `system` messages come first (default true)."),
+    )
 
 
 class SessionSerializer(serializers.Serializer[Any]):
@@ -191,9 +323,59 @@ class SessionSerializer(serializers.Serializer[Any]):
 
 
 class SessionDetailSerializer(SessionSerializer):
-    """A session with all its messages, oldest first."""
+    """A session with its newest messages (up to 50), oldest first, and where to read the others."""
+
+    messages = MessageSerializer(
+        many=True, read_only=True, help_text=_("The newest messages (at most 50), oldest first.")
+    )
+    messages_complete = serializers.BooleanField(
+        read_only=True,
+        help_text=_("True when `messages` holds every message of the session; false when older ones exist."),
+    )
+    messages_url = serializers.URLField(
+        read_only=True, help_text=_("The session's messages, a page at a time, from the first.")
+    )
+    earlier_messages_url = serializers.URLField(
+        read_only=True,
+        allow_null=True,
+        help_text=_("The page of messages just before the first one in `messages`; null when complete."),
+    )
+
+
+class TranscriptSerializer(SessionSerializer):
+    """A session with all its messages, oldest first: the JSON export."""
 
     messages = MessageSerializer(many=True, read_only=True)
+
+
+def message_json(message: Message) -> dict[str, Any]:
+    """``MessageSerializer(message).data``, built directly: the views answer with these on every
+    request, and DRF's field-by-field representation cost more than the store's whole round trip. A
+    test holds the two to the same output."""
+    return {
+        "id": message.id,
+        "role": message.role,
+        "content": message.content,
+        "sources": message.sources,
+        "created_at": utc_text(message.created_at),
+        "status": message.status,
+        "data": message.data,
+        "token_count": message.token_count,
+    }
+
+
+def session_json(session: SessionSummary) -> dict[str, Any]:
+    """``SessionSerializer(session).data``, built directly (as ``message_json``)."""
+    expires_at = session.expires_at
+    return {
+        "id": session.id,
+        "title": session.title,
+        "metadata": session.metadata,
+        "created_at": utc_text(session.created_at),
+        "updated_at": utc_text(session.updated_at),
+        "expires_at": None if expires_at is None else utc_text(expires_at),
+        "message_count": session.message_count,
+    }
 
 
 class SessionWriteSerializer(serializers.Serializer[Any]):
@@ -297,6 +479,14 @@ VALIDATION_ERROR_SCHEMA: dict[str, Any] = {
         "oneOf": [{"type": "array", "items": {"type": "string"}}, {"type": "string"}],
     },
     "example": {"content": ["This field is required."]},
+}
+
+# A list body's errors: one object per message (``{}`` for a good one), in the order sent.
+BATCH_VALIDATION_ERROR_SCHEMA: dict[str, Any] = {
+    "oneOf": [
+        VALIDATION_ERROR_SCHEMA,
+        {"type": "array", "items": {k: v for k, v in VALIDATION_ERROR_SCHEMA.items() if k != "example"}},
+    ],
 }
 
 

@@ -7,13 +7,18 @@ translates them here, at the boundary, so a host project needs no ``EXCEPTION_HA
 
 from __future__ import annotations
 
+import copy
 import io
 import logging
+import re
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, RequestDataTooBig, TooManyFieldsSent
 from django.core.handlers.asgi import ASGIRequest
+from django.http import StreamingHttpResponse
 from django.utils.module_loading import import_string
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions, status, viewsets
@@ -26,27 +31,61 @@ from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
+from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
 from .conf import conf
-from .exceptions import IdempotencyConflict, InvalidInput, SessionFull, SessionNotFound, StoreUnavailable
+from .exceptions import (
+    IdempotencyConflict,
+    InvalidInput,
+    MessageNotFound,
+    MessageNotInProgress,
+    SessionFull,
+    SessionNotFound,
+    StoreUnavailable,
+)
 from .pagination import MessageCursor, page_link, read_message_page
-from .renderers import MarkdownRenderer
-from .schema import OpenApiParameter, OpenApiResponse, OpenApiTypes, extend_schema, extend_schema_view
+from .renderers import (
+    FastJSONRenderer,
+    MarkdownRenderer,
+    markdown_header,
+    markdown_message,
+    transcript_json_chunks,
+)
+from .schema import (
+    OpenApiParameter,
+    OpenApiResponse,
+    OpenApiTypes,
+    PolymorphicProxySerializer,
+    extend_schema,
+    extend_schema_view,
+)
 from .serializers import (
+    BATCH_VALIDATION_ERROR_SCHEMA,
+    MAX_BATCH_MESSAGES,
     VALIDATION_ERROR_SCHEMA,
+    ContextQuerySerializer,
     ErrorSerializer,
+    MessageCreateOrBatchSerializer,
     MessageCreateSerializer,
+    MessageExtendSerializer,
     MessagePageSerializer,
     MessageSerializer,
+    MessageUpdateSerializer,
     PageQuerySerializer,
     SessionDetailSerializer,
     SessionPageQuerySerializer,
     SessionPageSerializer,
     SessionSerializer,
     SessionWriteSerializer,
+    TranscriptSerializer,
+    TruncateResultSerializer,
+    TruncateSerializer,
+    message_json,
+    session_json,
 )
-from .store import ConversationStore, get_store
+from .store import ConversationStore, Message, get_store
+from .store.validation import MAX_MESSAGE_ID, is_session_id
 from .throttling import ConversationsRateThrottle
 
 logger = logging.getLogger("conversations")
@@ -56,6 +95,13 @@ RETRY_AFTER_SECONDS = 5
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
+#: The newest messages ``GET /sessions/{id}/`` carries; the others are read a page at a time.
+SESSION_HEAD_MESSAGES = 50
+
+#: Messages the export reads from Redis at a time: its memory is bounded by one window, whatever the
+#: length of the session. (Decoding a window briefly takes about 15 times its size: orjson's parse.)
+EXPORT_WINDOW = 100
+
 # ---------------------------------------------------------------------------------------------- errors
 
 
@@ -64,6 +110,19 @@ class SessionNotFoundError(exceptions.APIException):
     status_code = status.HTTP_404_NOT_FOUND
     default_detail = _("Session not found.")
     default_code = "session_not_found"
+
+
+class MessageNotFoundError(exceptions.APIException):
+    # Only within a session the caller owns: another owner's session is a SessionNotFoundError first.
+    status_code = status.HTTP_404_NOT_FOUND
+    default_detail = _("Message not found.")
+    default_code = "message_not_found"
+
+
+class MessageNotInProgressError(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = _("Only a message whose status is in_progress can be extended.")
+    default_code = "message_not_in_progress"
 
 
 class SessionFullError(exceptions.APIException):
@@ -106,10 +165,12 @@ def api_exception_for(exc: Exception) -> Exception:
     translated: Exception
     if isinstance(exc, SessionNotFound):
         translated = SessionNotFoundError()
+    elif isinstance(exc, MessageNotFound):
+        translated = MessageNotFoundError()
+    elif isinstance(exc, MessageNotInProgress):
+        translated = MessageNotInProgressError()
     elif isinstance(exc, InvalidInput):
-        field = exc.field or api_settings.NON_FIELD_ERRORS_KEY
-        field = IDEMPOTENCY_HEADER if field == "idempotency_key" else field
-        translated = exceptions.ValidationError({field: [exc.message]})
+        translated = exceptions.ValidationError(field_errors(exc))
     elif isinstance(exc, SessionFull):
         translated = SessionFullError()
     elif isinstance(exc, IdempotencyConflict):
@@ -130,6 +191,32 @@ def api_exception_for(exc: Exception) -> Exception:
         return exc
     translated.__cause__ = exc
     return translated
+
+
+#: The fields of a message a client may send (others are ignored, as DRF's serializers ignore them).
+MESSAGE_FIELDS = frozenset({"role", "content", "sources", "status", "data", "token_count"})
+
+# How the store names a field of one message of a batch: ``messages[2].role``.
+_BATCH_FIELD = re.compile(r"\Amessages\[(\d+)\]\.(\w+)\Z")
+
+
+def field_errors(exc: InvalidInput, batch_size: int | None = None) -> Any:
+    """The DRF 400 body of a store's ``InvalidInput``: ``{field: [message]}``, or for a batch of
+    ``batch_size`` messages a list of such objects, one per message (``[{}, {"role": [...]}]``)."""
+    field = exc.field or api_settings.NON_FIELD_ERRORS_KEY
+    field = IDEMPOTENCY_HEADER if field == "idempotency_key" else field
+    if batch_size is None:
+        return {field: [exc.message]}
+    match = _BATCH_FIELD.match(field)
+    if match is not None and int(match.group(1)) < batch_size:
+        index, field = int(match.group(1)), match.group(2)
+    elif batch_size == 1 and field in MESSAGE_FIELDS:  # the store names a lone message's fields plainly
+        index = 0
+    else:
+        return {field: [exc.message]}
+    errors: list[dict[str, list[str]]] = [{} for _ in range(batch_size)]
+    errors[index] = {field: [exc.message]}
+    return errors
 
 
 def read_chunked_body(request: Request) -> None:
@@ -165,6 +252,38 @@ def read_chunked_body(request: Request) -> None:
 _UNRESOLVED = object()
 
 
+# The resolver last imported, by its dotted path (importing it again cost as much as a Redis GET).
+_resolver: tuple[str, Callable[[Any], Any]] | None = None
+
+
+def _owner_resolver() -> Callable[[Any], Any]:
+    global _resolver
+    path = conf.OWNER_RESOLVER
+    cached = _resolver
+    if cached is None or cached[0] != path:
+        cached = _resolver = (path, import_string(path))
+    return cached[1]
+
+
+# Per thread (Django's caches, and so their clients, are per thread): the store ``get_store()`` last
+# gave, with what it was built from: settings.CONVERSATIONS (the object, and a copy of its contents
+# then) and settings.CACHES. ``get_store()`` builds nothing again either, but finding its store (the
+# cache alias's client, the configuration) cost a tenth of a request.
+_store_memo = threading.local()
+
+
+def current_store() -> ConversationStore:
+    """``get_store()``, asked again only when ``settings.CONVERSATIONS`` (replaced or edited in place)
+    or ``settings.CACHES`` changes."""
+    raw, caches = getattr(settings, "CONVERSATIONS", None), getattr(settings, "CACHES", None)
+    memo: tuple[Any, Any, Any, ConversationStore] | None = getattr(_store_memo, "value", None)
+    if memo is not None and memo[0] is raw and memo[2] is caches and memo[1] == raw:
+        return memo[3]
+    store = get_store()
+    _store_memo.value = (raw, copy.deepcopy(raw), caches, store)
+    return store
+
+
 def resolve_owner(request: Request) -> str | None:
     """The owner of ``request`` from ``CONVERSATIONS["OWNER_RESOLVER"]``, resolved once per request.
 
@@ -173,7 +292,7 @@ def resolve_owner(request: Request) -> str | None:
     """
     owner = request.__dict__.get("_conversations_owner", _UNRESOLVED)
     if owner is _UNRESOLVED:
-        owner = import_string(conf.OWNER_RESOLVER)(request)
+        owner = _owner_resolver()(request)
         if owner is not None and not isinstance(owner, str):
             raise ImproperlyConfigured(
                 f"CONVERSATIONS['OWNER_RESOLVER'] returned {type(owner).__name__}; expected str or None."
@@ -224,6 +343,13 @@ IDEMPOTENCY_PARAMETER = OpenApiParameter(
     ),
 )
 
+MESSAGE_ID_PARAMETER = OpenApiParameter(
+    "message_id",
+    {"type": "integer", "minimum": 1, "maximum": MAX_MESSAGE_ID},
+    OpenApiParameter.PATH,
+    description=_("The message id (from 1; a message keeps its id for good)."),
+)
+
 RETRY_AFTER_PARAMETER = OpenApiParameter(
     "Retry-After",
     OpenApiTypes.INT,
@@ -261,6 +387,25 @@ ERROR_RESPONSES: dict[int, OpenApiResponse] = {
 def _errors(*codes: int) -> dict[int, OpenApiResponse]:
     """Error responses of an operation; every one can be throttled or meet an unavailable Redis."""
     return {code: ERROR_RESPONSES[code] for code in (*codes, 401, 403, 429, 503)}
+
+
+def _message_errors(*codes: int) -> dict[int, OpenApiResponse]:
+    """Error responses of an operation on one message (its 404 also covers the message)."""
+    return {
+        **_errors(*codes),
+        404: _error(
+            "No such session (missing, expired, another owner's or a malformed id, all alike), or no "
+            "such message in your session (never was, or removed)."
+        ),
+    }
+
+
+MESSAGE_OR_LIST = PolymorphicProxySerializer(
+    component_name="MessageOrList",
+    serializers=[MessageSerializer, MessageSerializer(many=True)],
+    resource_type_field_name=None,
+    many=False,
+)
 
 
 # ---------------------------------------------------------------------------------------------- views
@@ -324,7 +469,7 @@ class SessionViewSet(viewsets.GenericViewSet[Any]):
 
     @property
     def store(self) -> ConversationStore:
-        return get_store()
+        return current_store()
 
     @property
     def owner(self) -> str:
@@ -341,18 +486,28 @@ class SessionViewSet(viewsets.GenericViewSet[Any]):
         # The store checks its form (printable ASCII, at most 255 characters) and answers 400 otherwise.
         return self.request.headers.get(IDEMPOTENCY_HEADER)
 
+    @property
+    def message_id(self) -> int:
+        """The message id of the URL. A malformed one names no message: 404, before any I/O (after the
+        session id's own check, so that a malformed session id stays the session's 404)."""
+        raw = str(self.kwargs["message_id"])
+        if not is_session_id(self.session_id):
+            raise SessionNotFound(self.session_id)
+        if not _MESSAGE_ID.fullmatch(raw) or int(raw) > MAX_MESSAGE_ID:
+            raise MessageNotFound(f"{self.session_id}/{raw}")
+        return int(raw)
+
     def get_serializer_class(self) -> type[BaseSerializer[Any]]:
         # The browsable API and OPTIONS describe a form by asking with a copy of the request that carries
         # the form's method, so decide by that method (OPTIONS leaves ``action`` unset).
         method = str(getattr(self.request, "method", None) or "GET").lower()
         action = getattr(self, "action_map", {}).get(method) or self.action
-        if action == "messages":
-            return MessageCreateSerializer if method == "post" else MessagePageSerializer
-        if action in ("create", "partial_update"):
-            return SessionWriteSerializer
-        if action in ("retrieve", "export"):
-            return SessionDetailSerializer
-        return SessionSerializer
+        return _SERIALIZERS.get((action, method)) or _SERIALIZERS.get((action, "")) or SessionSerializer
+
+    def get_queryset(self) -> Any:
+        # The browsable API asks a view that answers a list (a batch, the context) for its queryset, to
+        # draw the filter backends' forms; there are no querysets here, and no filter backends.
+        return []
 
     def get_throttles(self) -> list[BaseThrottle]:
         # The host's default throttles still apply; the ``conversations`` scope comes on top.
@@ -361,10 +516,14 @@ class SessionViewSet(viewsets.GenericViewSet[Any]):
     def get_renderers(self) -> list[BaseRenderer]:
         if self.action == "export":
             # DRF reserves ?format= for choosing a renderer: the export's formats are its renderers.
-            renderers: list[BaseRenderer] = [JSONRenderer(), MarkdownRenderer()]
+            renderers: list[BaseRenderer] = [FastJSONRenderer(), MarkdownRenderer()]
             renderers += [r for r in super().get_renderers() if isinstance(r, BrowsableAPIRenderer)]
             return renderers
-        return super().get_renderers()
+        # DRF's own JSONRenderer (not a host's subclass of it) gives way to the same JSON, encoded faster.
+        return [
+            FastJSONRenderer() if type(renderer) is JSONRenderer else renderer
+            for renderer in super().get_renderers()
+        ]
 
     def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
         # DRF ignores an empty ?format= and picks the default; the export documents format as json or
@@ -399,10 +558,23 @@ class SessionViewSet(viewsets.GenericViewSet[Any]):
             request.accepted_media_type = JSONRenderer.media_type
         return super().finalize_response(request, response, *args, **kwargs)
 
-    def _query(self, serializer_class: type[PageQuerySerializer] = PageQuerySerializer) -> dict[str, Any]:
+    def _query(self, serializer_class: type[BaseSerializer[Any]] = PageQuerySerializer) -> dict[str, Any]:
         # A plain dict, not the QueryDict: DRF reads a QueryDict like an HTML form, where an empty
         # value means "not given"; in a query string ``?limit=`` is simply not a number.
         return self._validated(serializer_class(data=self.request.query_params.dict()))
+
+    def _page_query(self, serializer_class: type[PageQuerySerializer]) -> tuple[int, str | None]:
+        """``limit`` and ``cursor`` of a listing. The usual query (none, or ASCII digits and a cursor of
+        URL-safe characters) is read directly; anything else goes through the serializer, which gives
+        the same values and the field errors (building it cost a tenth of a page's time)."""
+        params = self.request.query_params
+        limit, cursor = params.get("limit"), params.get("cursor")
+        if (limit is None or (_PLAIN_LIMIT.fullmatch(limit) and 1 <= int(limit) <= 100)) and (
+            cursor is None or _PLAIN_CURSOR.fullmatch(cursor)
+        ):
+            return (20 if limit is None else int(limit)), cursor
+        query = self._query(serializer_class)
+        return query["limit"], query.get("cursor")
 
     def _validated(self, serializer: BaseSerializer[Any]) -> dict[str, Any]:
         serializer.is_valid(raise_exception=True)
@@ -413,12 +585,15 @@ class SessionViewSet(viewsets.GenericViewSet[Any]):
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         """Your sessions, most recently active first, `limit` at a time (1 to 100, default 20)."""
-        query = self._query(SessionPageQuerySerializer)
-        page = self.store.list_sessions_page(
-            owner=self.owner, limit=query["limit"], cursor=query.get("cursor")
+        limit, cursor = self._page_query(SessionPageQuerySerializer)
+        page = self.store.list_sessions_page(owner=self.owner, limit=limit, cursor=cursor)
+        return Response(
+            {
+                "next": page_link(request, page.next_cursor),
+                "previous": None,
+                "results": [session_json(session) for session in page.sessions],
+            }
         )
-        data = {"next": page_link(request, page.next_cursor), "previous": None, "results": page.sessions}
-        return Response(SessionPageSerializer(data).data)
 
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         """Create a session. An `Idempotency-Key` header makes a retried create return the first session."""
@@ -431,24 +606,38 @@ class SessionViewSet(viewsets.GenericViewSet[Any]):
         )
         location = self.reverse_action("detail", kwargs={self.lookup_field: session.id})
         # A plain dict, so that the browsable API offers a blank form again instead of this response.
-        return Response(
-            dict(SessionSerializer(session).data),
-            status=status.HTTP_201_CREATED,
-            headers={"Location": location},
-        )
+        return Response(session_json(session), status=status.HTTP_201_CREATED, headers={"Location": location})
 
     def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        """One of your sessions with all its messages, oldest first."""
-        session = self.store.get_session(self.session_id, owner=self.owner)
-        if session is None:
-            raise SessionNotFound(self.session_id)
-        return Response(SessionDetailSerializer(session).data)
+        """One of your sessions with its newest messages (up to 50), oldest first.
+
+        When the session holds more, messages_complete is false: read the others from messages_url
+        (or earlier_messages_url, the page just before the first one shown).
+        """
+        session = self.store.get_session_head(self.session_id, owner=self.owner, last=SESSION_HEAD_MESSAGES)
+        messages = session.messages
+        complete = len(messages) >= session.message_count
+        messages_url = self.reverse_action("messages", kwargs={self.lookup_field: session.id})
+        earlier = None
+        if not complete and messages:
+            earlier = replace_query_param(
+                messages_url, "cursor", MessageCursor("before", messages[0].id).encode()
+            )
+        return Response(
+            {
+                **session_json(session),
+                "messages": [message_json(message) for message in messages],
+                "messages_complete": complete,
+                "messages_url": messages_url,
+                "earlier_messages_url": earlier,
+            }
+        )
 
     def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         """Change the `title` and/or replace the `metadata` of a session (renews its expiry)."""
         body = self._validated(self.get_serializer(data=request.data, partial=True))
         summary = self.store.update_session(self.session_id, owner=self.owner, **body)
-        return Response(SessionSerializer(summary).data)
+        return Response(session_json(summary))
 
     def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         """Delete a session and its messages."""
@@ -468,53 +657,231 @@ class SessionViewSet(viewsets.GenericViewSet[Any]):
     @extend_schema(
         methods=["POST"],
         tags=TAGS,
-        summary="Append a message",
-        description="Append a message (`role`, `content`, optional `sources`) and return it as stored. "
+        summary="Append a message, or several",
+        description="Append a message (`role`, `content`, optional `sources`, `status`, `data`, "
+        "`token_count`) and return it as stored; or POST a list of up to "
+        f"{MAX_BATCH_MESSAGES} messages to append them all or none (consecutive ids; field errors "
+        'come as a list, one object per message: `[{}, {"role": [...]}]`), answered with the list. '
         "With an `Idempotency-Key` header, a retried POST returns the first result (same status, same "
-        "message id) instead of appending twice.",
+        "message ids) instead of appending again.",
         parameters=[SESSION_ID_PARAMETER, IDEMPOTENCY_PARAMETER, RETRY_AFTER_PARAMETER],
-        request=json_body(MessageCreateSerializer),
-        responses={201: MessageSerializer, **_errors(400, 404, 409, 411, 413, 415, 422)},
+        request=json_body(MessageCreateOrBatchSerializer),
+        responses={
+            201: MESSAGE_OR_LIST,
+            **_errors(400, 404, 409, 411, 413, 415, 422),
+            400: OpenApiResponse(
+                BATCH_VALIDATION_ERROR_SCHEMA,
+                description="Invalid input: field errors, or for a list a list of them, one per message.",
+            ),
+        },
     )
     @action(detail=True, methods=["get", "post"], url_path="messages", url_name="messages")
     def messages(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         """The messages of a session, oldest first, a page at a time.
 
         Page with the limit (1 to 100, default 20) and cursor query parameters, or follow next and previous.
-        POST a role, the content and optional sources to append a message.
+        POST a role, the content and optional sources, status, data and token_count to append a message
+        (a JSON list of messages appends them all or none).
         An Idempotency-Key header makes a retried POST return the first result instead of appending twice.
         """
         if request.method == "POST":
-            return self._append_message(request)
-        query = self._query()
-        cursor = MessageCursor.decode(query["cursor"]) if "cursor" in query else None
-        page = read_message_page(
-            self.store, self.session_id, owner=self.owner, limit=query["limit"], cursor=cursor
+            return self._append(request)
+        limit, raw_cursor = self._page_query(PageQuerySerializer)
+        cursor = MessageCursor.decode(raw_cursor) if raw_cursor is not None else None
+        page = read_message_page(self.store, self.session_id, owner=self.owner, limit=limit, cursor=cursor)
+        return Response(
+            {
+                "next": page_link(request, page.next.encode() if page.next else None),
+                "previous": page_link(request, page.previous.encode() if page.previous else None),
+                "results": [message_json(message) for message in page.results],
+            }
         )
-        data = {
-            "next": page_link(request, page.next.encode() if page.next else None),
-            "previous": page_link(request, page.previous.encode() if page.previous else None),
-            "results": page.results,
-        }
-        return Response(MessagePageSerializer(data).data)
 
-    def _append_message(self, request: Request) -> Response:
+    def _append(self, request: Request) -> Response:
+        data = request.data
+        if isinstance(data, list):
+            return self._append_batch(data)
+        try:
+            if not _plain_message(data):  # the serializer's field errors, or its values
+                data = self._validated(self.get_serializer(data=data))
+            message = self.store.append_message(
+                self.session_id,
+                role=data["role"],
+                content=data["content"],
+                sources=data.get("sources"),
+                status=data.get("status", "completed"),
+                data=data.get("data"),
+                token_count=data.get("token_count"),
+                owner=self.owner,
+                idempotency_key=self.idempotency_key,
+            )
+        except InvalidInput:
+            # A plain body the store refused: the serializer's errors come first, as they would have.
+            if data is request.data:
+                self._validated(self.get_serializer(data=data))
+            raise
+        return Response(message_json(message), status=status.HTTP_201_CREATED)
+
+    def _append_batch(self, items: Sequence[Any]) -> Response:
+        plain = 0 < len(items) <= MAX_BATCH_MESSAGES and all(_plain_message(item) for item in items)
+        if plain:
+            items = [{k: v for k, v in item.items() if k in MESSAGE_FIELDS} for item in items]
+        else:
+            items = self._validated_batch(items)
+        try:
+            messages = self.store.append_messages(
+                self.session_id, items, owner=self.owner, idempotency_key=self.idempotency_key
+            )
+        except InvalidInput as exc:
+            if plain:
+                self._validated_batch(items)
+            raise exceptions.ValidationError(field_errors(exc, len(items))) from exc
+        return Response([message_json(message) for message in messages], status=status.HTTP_201_CREATED)
+
+    def _validated_batch(self, items: Sequence[Any]) -> Sequence[dict[str, Any]]:
+        """Each message through the serializer; the errors as a list, one object per message (whatever
+        the DRF version's ``ListSerializer`` would give: a list, or since 3.16 a dict by index)."""
+        if not items:
+            raise exceptions.ValidationError(
+                {api_settings.NON_FIELD_ERRORS_KEY: [_("Give at least one message.")]}
+            )
+        if len(items) > MAX_BATCH_MESSAGES:
+            message = _("At most %(count)s messages in one request.") % {"count": MAX_BATCH_MESSAGES}
+            raise exceptions.ValidationError({api_settings.NON_FIELD_ERRORS_KEY: [message]})
+        checked = [MessageCreateSerializer(data=item) for item in items]
+        valid = [serializer.is_valid() for serializer in checked]  # every one, for its errors
+        if not all(valid):
+            raise exceptions.ValidationError([serializer.errors for serializer in checked])
+        return [dict(serializer.validated_data) for serializer in checked]
+
+    @extend_schema(
+        methods=["GET"],
+        operation_id="sessions_message_retrieve",
+        tags=TAGS,
+        summary="Read a message",
+        parameters=[SESSION_ID_PARAMETER, MESSAGE_ID_PARAMETER, RETRY_AFTER_PARAMETER],
+        responses={200: MessageSerializer, **_message_errors()},
+    )
+    @extend_schema(
+        methods=["PATCH"],
+        operation_id="sessions_message_partial_update",
+        tags=TAGS,
+        summary="Change a message",
+        description="Change any of `content`, `status`, `data` and `token_count`; the fields not sent stay "
+        "as they are. Returns the message as now stored.",
+        parameters=[SESSION_ID_PARAMETER, MESSAGE_ID_PARAMETER, RETRY_AFTER_PARAMETER],
+        request=json_body(MessageUpdateSerializer),
+        responses={200: MessageSerializer, **_message_errors(400, 411, 413, 415)},
+    )
+    @extend_schema(
+        methods=["DELETE"],
+        operation_id="sessions_message_destroy",
+        tags=TAGS,
+        summary="Delete a message",
+        description="Remove exactly that message; the others keep their ids.",
+        parameters=[SESSION_ID_PARAMETER, MESSAGE_ID_PARAMETER, RETRY_AFTER_PARAMETER],
+        responses={204: OpenApiResponse(description="Deleted."), **_message_errors()},
+    )
+    @action(
+        detail=True,
+        methods=["get", "patch", "delete"],
+        url_path=r"messages/(?P<message_id>[^/]+)",
+        url_name="message",
+    )
+    def message(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """One message of a session.
+
+        PATCH any of content, status, data and token_count (the others stay as they are).
+        DELETE removes just this message: the others keep their ids.
+        """
+        message_id = self.message_id
+        if request.method == "DELETE":
+            if not self.store.delete_message(self.session_id, message_id, owner=self.owner):
+                raise MessageNotFound(f"{self.session_id}/{message_id}")
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        if request.method == "PATCH":
+            body = self._validated(self.get_serializer(data=request.data, partial=True))
+            message = self.store.update_message(self.session_id, message_id, owner=self.owner, **body)
+        else:
+            message = self.store.get_message(self.session_id, message_id, owner=self.owner)
+        return Response(message_json(message))
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Add text to an in-progress message",
+        description="Append `text` to the content of a message whose status is `in_progress` (a reply "
+        "being streamed into the store); concurrent extends all land. Set its status to `completed` "
+        "with a PATCH when done. Extending a finished message is a 409.",
+        parameters=[SESSION_ID_PARAMETER, MESSAGE_ID_PARAMETER, RETRY_AFTER_PARAMETER],
+        request=json_body(MessageExtendSerializer),
+        responses={
+            200: MessageSerializer,
+            **_message_errors(400, 409, 411, 413, 415),
+            409: _error("The message's status is not `in_progress`."),
+        },
+    )
+    @action(
+        detail=True,
+        methods=["post"],
+        url_path=r"messages/(?P<message_id>[^/]+)/extend",
+        url_name="message-extend",
+    )
+    def extend(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Add text at the end of an in-progress message (status in_progress), as a reply streams in."""
+        message_id = self.message_id
         body = self._validated(self.get_serializer(data=request.data))
-        message = self.store.append_message(
+        message = self.store.extend_message(self.session_id, message_id, body["text"], owner=self.owner)
+        return Response(message_json(message))
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Remove every message after one",
+        description="Remove every message whose id is above `after` (regenerate a reply, or edit a "
+        "message and resubmit); `after: 0` empties the session, which stays. Ids are never reused.",
+        parameters=[SESSION_ID_PARAMETER, RETRY_AFTER_PARAMETER],
+        request=json_body(TruncateSerializer),
+        responses={200: TruncateResultSerializer, **_errors(400, 404, 411, 413, 415)},
+    )
+    @action(detail=True, methods=["post"], url_path="truncate", url_name="truncate")
+    def truncate(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Remove every message whose id is above after (after 0 removes them all); ids are never reused."""
+        body = self._validated(self.get_serializer(data=request.data))
+        removed = self.store.truncate_messages(self.session_id, after=body["after"], owner=self.owner)
+        return Response({"removed": removed})
+
+    @extend_schema(
+        tags=TAGS,
+        summary="The messages that fit a token budget",
+        description="What to send a model, oldest first: the session's leading `system` messages (unless "
+        "`include_system=false`), then the newest messages whose token counts fit in what is left of "
+        "`max_tokens`. A message without `token_count` counts one token per 4 bytes of its content. The "
+        "window never opens on a `tool` message. At most 1,000 messages.",
+        parameters=[SESSION_ID_PARAMETER, ContextQuerySerializer, RETRY_AFTER_PARAMETER],
+        responses={200: MessageSerializer(many=True), **_errors(400, 404)},
+    )
+    @action(detail=True, methods=["get"], url_path="context", url_name="context")
+    def context(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """The messages that fit a token budget (max_tokens), oldest first.
+
+        The session's leading system messages come first unless include_system=false.
+        """
+        query = self._query(ContextQuerySerializer)
+        messages = self.store.get_context(
             self.session_id,
-            role=body["role"],
-            content=body["content"],
-            sources=body.get("sources"),
+            max_tokens=query["max_tokens"],
+            include_system=query["include_system"],
             owner=self.owner,
-            idempotency_key=self.idempotency_key,
         )
-        return Response(dict(MessageSerializer(message).data), status=status.HTTP_201_CREATED)
+        return Response([message_json(message) for message in messages])
 
     # ------------------------------------------------------------------ export
 
     @extend_schema(
         tags=TAGS,
         summary="Download a transcript",
+        description="The whole session as a download, streamed: it is read from Redis "
+        f"{EXPORT_WINDOW} messages at a time, so a long session costs the server no more memory than "
+        "a short one. Messages appended while it streams may or may not appear.",
         parameters=[
             SESSION_ID_PARAMETER,
             OpenApiParameter(
@@ -534,7 +901,7 @@ class SessionViewSet(viewsets.GenericViewSet[Any]):
             RETRY_AFTER_PARAMETER,
         ],
         responses={
-            (200, "application/json"): SessionDetailSerializer,
+            (200, "application/json"): TranscriptSerializer,
             (200, "text/markdown"): OpenApiResponse(
                 {"type": "string"}, description="The transcript as a Markdown document."
             ),
@@ -546,17 +913,103 @@ class SessionViewSet(viewsets.GenericViewSet[Any]):
         },
     )
     @action(detail=True, methods=["get"], url_path="export", url_name="export")
-    def export(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+    def export(self, request: Request, *args: Any, **kwargs: Any) -> Any:
         """The whole transcript of a session, as a download.
 
         ?format=json (the default) gives the session and its messages as JSON.
         ?format=markdown gives a document to read or archive.
         """
-        response = self.retrieve(request, *args, **kwargs)  # the same session, in another renderer
         renderer = request.accepted_renderer
-        if not isinstance(renderer, BrowsableAPIRenderer):
-            extension = "md" if renderer.format == "markdown" else renderer.format
-            response["Content-Disposition"] = (
-                f'attachment; filename="conversation-{self.session_id}.{extension}"'
+        if isinstance(renderer, BrowsableAPIRenderer):
+            # A page for people: the session as GET shows it (its newest messages), not a download.
+            return self.retrieve(request, *args, **kwargs)
+        store, session_id, owner = self.store, self.session_id, self.owner
+        # The first window is read before the response starts, so that a missing session is a 404.
+        summary = store.get_session_summary(session_id, owner=owner)
+        first = store.get_messages(session_id, owner=owner, after=0, limit=EXPORT_WINDOW)
+        windows = _windows(store, session_id, owner, first)
+        if renderer.format == "markdown":
+            chunks: Iterator[bytes] = _markdown_chunks(summary, windows)
+            extension, content_type = "md", f"{MarkdownRenderer.media_type}; charset=utf-8"
+        else:
+            chunks = transcript_json_chunks(
+                session_json(summary), ([message_json(m) for m in window] for window in windows)
             )
+            extension, content_type = "json", JSONRenderer.media_type  # UTF-8 by definition
+        response = StreamingHttpResponse(chunks, content_type=content_type)
+        response["Content-Disposition"] = f'attachment; filename="conversation-{session_id}.{extension}"'
         return response
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+_MESSAGE_ID = re.compile(r"[1-9][0-9]{0,12}")
+_PLAIN_LIMIT = re.compile(r"[0-9]{1,3}")
+_PLAIN_CURSOR = re.compile(r"[A-Za-z0-9_-]{1,200}")
+# The fields of a message body a JSON client may send, with the exact types the store takes.
+_OPTIONAL_MESSAGE_FIELDS: dict[str, tuple[type, ...]] = {
+    "sources": (list,),
+    "status": (str,),
+    "data": (dict, type(None)),
+    "token_count": (int, type(None)),
+}
+
+
+def _plain_message(data: Any) -> bool:
+    """Whether a JSON message body holds exactly the types the store takes, which the serializer would
+    pass on unchanged: then the store alone validates it (it checks every limit anyway) and the
+    serializer runs only if the store refuses it, to give its own errors first. Anything else (a form,
+    ``"5"`` for a number, a null, text no UTF-8 can hold) goes through the serializer as before."""
+    if type(data) is not dict:
+        return False
+    role, content = data.get("role"), data.get("content")
+    if type(role) is not str or type(content) is not str:
+        return False
+    for name, types in _OPTIONAL_MESSAGE_FIELDS.items():
+        if name in data and type(data[name]) not in types:
+            return False
+    try:
+        content.encode("utf-8")  # lone surrogates: the serializer names them
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _windows(
+    store: ConversationStore, session_id: str, owner: str, first: list[Message]
+) -> Iterator[list[Message]]:
+    """The session's messages window by window, from ``first``: at most ``EXPORT_WINDOW`` in memory."""
+    window = first
+    while window:
+        yield window
+        if len(window) < EXPORT_WINDOW:
+            return
+        try:
+            window = store.get_messages(session_id, owner=owner, after=window[-1].id, limit=EXPORT_WINDOW)
+        except SessionNotFound:
+            # Deleted or expired while streaming: the document ends here (its status was sent already).
+            logger.info("Session %s went away during its export", session_id)
+            return
+
+
+def _markdown_chunks(summary: Any, windows: Iterator[list[Message]]) -> Iterator[bytes]:
+    yield markdown_header(session_json(summary)).encode("utf-8")
+    for window in windows:
+        yield "".join(markdown_message(message_json(m)) for m in window).encode("utf-8")
+
+
+# The serializer of each (action, method); "" stands for any method. The browsable API and OPTIONS
+# read these to draw forms; the schema reads the views' annotations.
+_SERIALIZERS: Mapping[tuple[str | None, str], type[BaseSerializer[Any]]] = {
+    ("messages", "post"): MessageCreateSerializer,
+    ("messages", ""): MessagePageSerializer,
+    ("message", "patch"): MessageUpdateSerializer,
+    ("message", ""): MessageSerializer,
+    ("extend", ""): MessageExtendSerializer,
+    ("truncate", ""): TruncateSerializer,
+    ("context", ""): MessageSerializer,
+    ("create", ""): SessionWriteSerializer,
+    ("partial_update", ""): SessionWriteSerializer,
+    ("retrieve", ""): SessionDetailSerializer,
+    ("export", ""): SessionDetailSerializer,
+}

@@ -202,6 +202,41 @@ def run_client(
         client.close()
 
 
+def run_bare_client(port: int, auth_headers: dict[str, str], duration: float, counts: list[int]) -> None:
+    """``GET /bare/`` (the bare DRF view: the same authentication, one redis-py GET) over and over."""
+    stop_at = time.monotonic() + duration
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Accept": "application/json", **auth_headers}
+    done = 0
+    try:
+        while time.monotonic() < stop_at:
+            conn.request("GET", "/bare/", headers=headers)
+            response = conn.getresponse()
+            response.read()
+            if response.status == 200:
+                done += 1
+    except (OSError, http.client.HTTPException):
+        pass
+    finally:
+        conn.close()
+        counts.append(done)
+
+
+def bare_requests_per_s(port: int, auth_headers: dict[str, str], clients: int, duration: float) -> float:
+    """Requests/s of the bare view under as many clients, on the same server, right after the run."""
+    counts: list[int] = []
+    threads = [
+        threading.Thread(target=run_bare_client, args=(port, auth_headers, duration, counts), daemon=True)
+        for _ in range(clients)
+    ]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(duration + 60)
+    return sum(counts) / (time.monotonic() - started)
+
+
 def check_transcript(number: int, sent: list[str], transcript: dict[str, Any], stats: Stats) -> None:
     got = [m["content"] for m in transcript["messages"]]
     counts = Counter(got)
@@ -411,6 +446,11 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"requests {summary['requests']} ({summary['requests_per_s']}/s)  statuses {summary['statuses']}  "
         f"5xx {summary['5xx']}  transport errors {summary['transport_errors']}  retries {summary['retries']}"
     )
+    if summary.get("bare_requests_per_s") is not None:
+        print(
+            f"bare DRF view (same server, same clients, one redis-py GET): "
+            f"{summary['bare_requests_per_s']}/s; the app's requests/s are {summary['ratio_to_bare']} x that"
+        )
     print(
         f"messages acknowledged {summary['messages_acknowledged']} in {summary['sessions_checked']} "
         f"checked sessions: lost {summary['lost']}, duplicated {summary['duplicated']}, "
@@ -451,8 +491,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "which costs one PBKDF2 password hash (about 0.5 s of CPU here) per request",
     )
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    parser.add_argument(
+        "--bare-duration",
+        type=float,
+        default=None,
+        help="seconds of GET /bare/ (the bare DRF view) after the run, to compare requests/s with "
+        "(default: as long as the run; 0 skips it)",
+    )
     parser.add_argument("--json", type=Path, help="also write the summary to this file")
-    return parser.parse_args(argv)
+    options = parser.parse_args(argv)
+    if options.bare_duration is None:
+        options.bare_duration = options.duration
+    return options
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -463,6 +513,7 @@ def main(argv: list[str] | None = None) -> int:
     env = server_environment(options, workdir / "db.sqlite3", prefix)
     port = free_port()
     server: subprocess.Popen[bytes] | None = None
+    bare: float | None = None
     try:
         prepare_database(env)
         server = start_gunicorn(env, port, options, workdir / "gunicorn.log")
@@ -487,6 +538,11 @@ def main(argv: list[str] | None = None) -> int:
             stats.merge(one)
         if any(t.is_alive() for t in threads):
             stats.unexpected.append("a client did not finish before the hard deadline")
+        bare = (
+            bare_requests_per_s(port, headers, options.clients, options.bare_duration)
+            if options.bare_duration > 0
+            else None
+        )
     finally:
         if server is not None:
             server.terminate()
@@ -497,6 +553,8 @@ def main(argv: list[str] | None = None) -> int:
                 server.wait(10)
         removed = delete_prefix(options.redis_url, prefix)
     summary = summarize(stats, options, elapsed)
+    summary["bare_requests_per_s"] = None if bare is None else round(bare, 1)
+    summary["ratio_to_bare"] = None if not bare else round(summary["requests_per_s"] / bare, 2)
     summary["key_prefix"] = prefix
     summary["keys_cleaned_up"] = removed
     print_summary(summary)

@@ -19,3 +19,6 @@ REST_FRAMEWORK = {
     **REST_FRAMEWORK,
     "DEFAULT_THROTTLE_RATES": {"conversations": _rate} if _rate else {},
 }
+
+# The demo's URLs plus ``/bare/``, the reference the run's requests/s are compared with.
+ROOT_URLCONF = "loadtest.urls"
