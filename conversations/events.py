@@ -47,7 +47,7 @@ from .clients import get_async_redis_client
 from .conf import conf
 from .exceptions import SessionNotFound, StoreUnavailable
 from .schema import OpenApiParameter, OpenApiResponse, extend_schema
-from .serializers import ErrorSerializer, MessageSerializer, SessionSerializer
+from .serializers import ErrorSerializer, message_json, session_json
 from .store import ConversationStore, get_redis_client, get_store
 from .store.codec import Event, decode_published
 from .store.records import SessionSummary
@@ -89,7 +89,7 @@ HEARTBEAT_FRAME = b": keep-alive\n\n"
 
 
 def session_data(summary: SessionSummary) -> dict[str, Any]:
-    return dict(SessionSerializer(summary).data)
+    return session_json(summary)
 
 
 def event_data(event: Event, session_id: str, summary: SessionSummary | None) -> dict[str, Any] | None:
@@ -97,7 +97,7 @@ def event_data(event: Event, session_id: str, summary: SessionSummary | None) ->
     kind = event.kind
     if kind in ("message.created", "message.updated"):
         message = event.message
-        return None if message is None else dict(MessageSerializer(message).data)
+        return None if message is None else message_json(message)
     if kind == "message.extended":
         return {"message_id": event.message_id, "delta": event.delta}
     if kind == "message.removed":

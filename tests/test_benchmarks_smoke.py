@@ -54,9 +54,9 @@ def test_the_benchmark_runs_end_to_end_and_cleans_up(
     for wanted in FIGURES:
         assert any(figure.startswith(wanted) for figure in figures), (wanted, figures)
     # Every bar of the issue is judged in the table, each with a verdict.
-    # 9 of round 1 (2 of them HTTP); the session list over HTTP; async 3; 7 message operations at 2
+    # 10 of round 1 (2 of them HTTP); the session list over HTTP; async 3; 7 message operations at 2
     # sizes and get_context; listing; report 2.
-    assert len(report.bars) == 9 + 1 + 3 + 15 + 1 + 2, [row.figure for row in report.bars]
+    assert len(report.bars) == 10 + 1 + 3 + 15 + 1 + 2, [row.figure for row in report.bars]
     assert all(row.app for row in report.rows), "a figure came out empty"
 
     written = bench.write_report(report, tmp_path / "latest.md")
