@@ -437,10 +437,7 @@ def async_hub(store: ConversationStore) -> AsyncEventHub:
 
 
 def _forget_async_hub(hub: AsyncEventHub) -> None:
-    with _hubs_lock:
-        for loop, other in list(_async_hubs.items()):
-            if other is hub:
-                del _async_hubs[loop]
+    _forget(_async_hubs, hub)
 
 
 def sync_hub(store: ConversationStore) -> SyncEventHub:
@@ -454,10 +451,15 @@ def sync_hub(store: ConversationStore) -> SyncEventHub:
 
 
 def _forget_sync_hub(hub: SyncEventHub) -> None:
+    _forget(_sync_hubs, hub)
+
+
+def _forget(hubs: dict[Any, Any], hub: object) -> None:
+    """Drop ``hub`` from its registry (it broke or closed), whatever key it is under."""
     with _hubs_lock:
-        for key, other in list(_sync_hubs.items()):
+        for key, other in list(hubs.items()):
             if other is hub:
-                del _sync_hubs[key]
+                del hubs[key]
 
 
 def open_channels() -> int:

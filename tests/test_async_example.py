@@ -7,11 +7,7 @@ from __future__ import annotations
 import base64
 import http.cookiejar
 import json
-import os
 import re
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -25,12 +21,10 @@ import pytest
 import redis
 
 from tests.conftest import IN_CI, delete_prefix
-from tests.redis_server import free_port
+from tests.example_site import example_env, prepare, serve, uvicorn_command
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = ROOT / "example_project"
 BASIC = "Basic " + base64.b64encode(b"demo:demo-password").decode()
 
 
@@ -44,57 +38,12 @@ def asgi_server(tmp_path: Path, redis_url: str) -> Iterator[str]:
             pytest.fail(message + " (CI=true: never skipped)", pytrace=False)
         pytest.skip(message)
     prefix = f"ct-asgi-{uuid.uuid4().hex[:8]}"
-    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-    env.update(
-        DEMO_DATABASE=str(tmp_path / "demo.sqlite3"), REDIS_URL=redis_url, CONVERSATIONS_KEY_PREFIX=prefix
-    )
-    for command in (["migrate", "--noinput"], ["ensure_demo_user"]):
-        done = subprocess.run(
-            [sys.executable, str(EXAMPLE / "manage.py"), *command],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
-    port = free_port()
-    log = (tmp_path / "uvicorn.log").open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--app-dir",
-            str(EXAMPLE),
-            "demo.asgi:application",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-access-log",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
+    env = example_env(tmp_path, REDIS_URL=redis_url, CONVERSATIONS_KEY_PREFIX=prefix)
+    prepare(env)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(base + "/health/", timeout=2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log.flush()
-                    raise AssertionError((tmp_path / "uvicorn.log").read_text()[-3000:]) from None
-                time.sleep(0.2)
-        yield base
+        with serve(uvicorn_command, env, tmp_path / "uvicorn.log") as (base, _proc):
+            yield base
     finally:
-        proc.terminate()
-        proc.wait(15)
-        log.close()
         client = redis.Redis.from_url(redis_url, socket_timeout=10)
         delete_prefix(client, prefix)
         client.close()

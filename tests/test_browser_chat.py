@@ -10,8 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -20,54 +18,19 @@ from typing import Any
 
 import pytest
 
-from tests.redis_server import free_port
+from tests.example_site import example_env, prepare, runserver_command, serve
 from tests.test_browser import WAIT_SECONDS, browser  # noqa: F401  (the fixture)
 
-ROOT = Path(__file__).resolve().parent.parent
-MANAGE = ROOT / "example_project" / "manage.py"
 LABEL = "[Scripted demo assistant, no LLM]"
-
-
-def _env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "DJANGO_SETTINGS_MODULE"}}
-    env["DEMO_DATABASE"] = str(tmp_path / "demo.sqlite3")
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 @pytest.fixture
 def demo_site(tmp_path: Path) -> Iterator[str]:
     """The example site under ``manage.py runserver`` on fakeredis: exactly what ``make demo`` runs."""
-    for command in (["migrate", "--noinput"], ["ensure_demo_user"]):
-        done = subprocess.run(
-            [sys.executable, str(MANAGE), *command], env=_env(tmp_path), capture_output=True, timeout=120
-        )
-        assert done.returncode == 0, done.stderr
-    port = free_port()
-    log = (tmp_path / "runserver.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, str(MANAGE), "runserver", "--noreload", f"127.0.0.1:{port}"],
-        env=_env(tmp_path),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(base + "/health/", timeout=2)
-            break
-        except OSError:
-            log_text = (tmp_path / "runserver.log").read_text()
-            assert proc.poll() is None, log_text
-            assert time.monotonic() < deadline, log_text
-            time.sleep(0.2)
-    try:
+    env = example_env(tmp_path)
+    prepare(env)
+    with serve(runserver_command, env, tmp_path / "runserver.log") as (base, _proc):
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
 
 
 def api_session(base: str, session_id: str) -> dict[str, Any]:

@@ -15,7 +15,6 @@ import selectors
 import socket
 import statistics
 import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -28,12 +27,10 @@ import pytest
 import redis
 
 from conversations.store import ConversationStore
-from tests.redis_server import free_port
+from tests.example_site import example_env, prepare, serve, uvicorn_command
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parent.parent
-MANAGE = ROOT / "example_project" / "manage.py"
 AUTH = "Basic " + base64.b64encode(b"demo:demo-password").decode()
 
 try:
@@ -96,64 +93,22 @@ def site(tmp_path: Path, redis_url: str, redis_client: redis.Redis, key_prefix: 
             pytest.fail("uvicorn is not installed (the test extra has it)")
         pytest.skip("uvicorn is not installed")
     prefix = key_prefix  # the test's own store (``store`` fixture) writes the site's keys
-    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-    env.update(
+    env = example_env(
+        tmp_path,
         REDIS_URL=redis_url,
         CONVERSATIONS_KEY_PREFIX=prefix,
-        DEMO_DATABASE=str(tmp_path / "demo.sqlite3"),
         DEMO_THROTTLE_RATE="100000/min",
         DJANGO_DEBUG="0",
     )
-    for command in (["migrate", "--noinput"], ["ensure_demo_user"]):
-        done = subprocess.run(
-            [sys.executable, str(MANAGE), *command], env=env, capture_output=True, timeout=120
-        )
-        assert done.returncode == 0, done.stderr
-    port = free_port()
-    log = (tmp_path / "uvicorn.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "demo.asgi:application",
-            "--app-dir",
-            str(ROOT / "example_project"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--timeout-keep-alive",
-            "30",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(base + "/health/", timeout=2)
-            break
-        except OSError:
-            log_text = (tmp_path / "uvicorn.log").read_text()
-            assert proc.poll() is None, log_text
-            assert time.monotonic() < deadline, log_text
-            time.sleep(0.2)
-    site = Site(base, port, prefix, proc, redis_client)
-    try:
+    prepare(env)
+
+    def start(port: int) -> list[str]:
+        return uvicorn_command(port, "--timeout-keep-alive", "30")
+
+    with serve(start, env, tmp_path / "uvicorn.log") as (base, proc):
+        site = Site(base, int(base.rsplit(":", 1)[1]), prefix, proc, redis_client)
         site.sign_in()
         yield site
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        log.close()
 
 
 @dataclass
