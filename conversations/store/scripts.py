@@ -269,11 +269,13 @@ end
 local function role(raw)
   return string.match(raw, '^{"id":%d+,"created_at":%d+,"role":"([^"]*)"')
 end
+-- Both scans read in chunks that double (1 or 8 first, then up to 64), so a short window or no
+-- system block reads little more than it returns.
 local out, nsys = {}, 0
 if ARGV[3] == '1' then
-  local done = false
+  local done, size = false, 1
   while not done and nsys < total do
-    local chunk = redis.call('ZRANGE', KEYS[2], nsys, nsys + 31)
+    local chunk = redis.call('ZRANGE', KEYS[2], nsys, nsys + size - 1)
     if #chunk == 0 then break end
     for _, raw in ipairs(chunk) do
       if role(raw) ~= 'system' or #out >= cap then done = true; break end
@@ -281,11 +283,12 @@ if ARGV[3] == '1' then
       budget = budget - tokens(raw)
       nsys = nsys + 1
     end
+    size = math.min(size * 4, 64)
   end
 end
-local picked, hi, full = {}, total - 1, false
+local picked, hi, full, size = {}, total - 1, false, 8
 while not full and hi >= nsys and budget > 0 do
-  local lo = math.max(nsys, hi - 31)
+  local lo = math.max(nsys, hi - size + 1)
   local chunk = redis.call('ZRANGE', KEYS[2], lo, hi)
   for j = #chunk, 1, -1 do
     local cost = tokens(chunk[j])
@@ -294,6 +297,7 @@ while not full and hi >= nsys and budget > 0 do
     picked[#picked + 1] = chunk[j]
   end
   hi = lo - 1
+  size = math.min(size * 2, 64)
 end
 while #picked > 0 and role(picked[#picked]) == 'tool' do picked[#picked] = nil end
 for j = #picked, 1, -1 do out[#out + 1] = picked[j] end
