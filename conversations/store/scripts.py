@@ -260,9 +260,13 @@ local total = redis.call('ZCARD', KEYS[2])
 if total ~= tonumber(f[3]) then return false end
 local budget, per, cap = tonumber(ARGV[2]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local function tokens(raw)
-  local n = string.match(raw, '\\n,"token_count":(%d+)\\n')
-  if n then return tonumber(n) end
-  local p = string.find(raw, '\\n,"content":', 1, true)
+  -- Plain finds (no pattern scan over the content): the count's digits follow its label directly.
+  local t = string.find(raw, '\\n,"token_count":', 1, true)
+  if t then
+    local n = string.match(raw, '^%d+', t + 16)
+    if n then return tonumber(n) end
+  end
+  local p = string.find(raw, '\\n,"content":', t or 1, true)
   if not p then return math.ceil(#raw / per) end
   return math.max(1, math.ceil((#raw - p - 14) / per))
 end
