@@ -60,6 +60,10 @@ class KeyLayout:
     def messages(self, session_id: str) -> str:
         return f"{self.prefix}:s:{{{session_id}}}:m"
 
+    def session_head(self) -> str:
+        """What every session key starts with, before its id (``<prefix>:s:{``)."""
+        return f"{self.prefix}:s:{{"
+
     def legacy_messages(self, session_id: str) -> str:
         """Layout 1's message list (see the module docstring)."""
         return f"{self.prefix}:s:{{{session_id}}}:msgs"

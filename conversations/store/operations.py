@@ -419,15 +419,25 @@ def list_sessions_page(
         max_score, after_id = codec.decode_session_cursor(cursor)
     found: list[tuple[SessionSummary, int]] = []
     batch = limit + 1
+    single = not ctx.topology.cluster
+    head = ctx.keys.session_head()
     while len(found) <= limit:
-        entries = yield Run(scripts.INDEX_PAGE, (index,), (max_score, after_id, batch))
+        every: list[SessionSummary | None] = []
+        if single:  # the page and its summaries in one script
+            args = (owner_v, max_score, after_id, batch, head)
+            entries, flat = yield Run(scripts.LIST_PAGE, (index,), args)
+        else:
+            entries = yield Run(scripts.INDEX_PAGE, (index,), (max_score, after_id, batch))
         pairs = codec.score_pairs(entries)
-        candidates: list[tuple[str, int]] = []
-        for raw_id, raw_score in pairs:
-            session_id = as_text(raw_id)
-            if SESSION_ID_RE.match(session_id):
-                candidates.append((session_id, _score(raw_score)))
-        summaries = yield from _summaries(ctx, [sid for sid, _ in candidates], owner_v)
+        ids = [as_text(raw_id) for raw_id, _ in pairs]
+        if single:
+            every = _parse_summaries(ids, flat, owner_v)
+        keep = [n for n, session_id in enumerate(ids) if SESSION_ID_RE.match(session_id)]
+        candidates = [(ids[n], _score(pairs[n][1])) for n in keep]
+        if single:
+            summaries = [every[n] for n in keep]
+        else:
+            summaries = yield from _summaries(ctx, [sid for sid, _ in candidates], owner_v)
         stale = []
         for (session_id, score), summary in zip(candidates, summaries, strict=True):
             if summary is None:
@@ -474,6 +484,12 @@ def _summaries(ctx: Context, session_ids: list[str], owner: str) -> Operation[li
         return (yield from _summaries_by_commands(ctx, session_ids, owner))
     meta = keys.meta
     flat = yield Run(scripts.LIST_SUMMARIES, [meta(session_id) for session_id in session_ids], (owner,))
+    return _parse_summaries(session_ids, flat, owner)
+
+
+def _parse_summaries(session_ids: list[str], flat: list[Any], owner: str) -> list[SessionSummary | None]:
+    """``LIST_SUMMARIES``' flat reply (6 values a session) as summaries, None for each one gone, with
+    as few steps per session as a ``SessionSummary`` allows (listings build thousands)."""
     now_ms = time.time() * 1000
     owner_o = owner or None
     stamp, loads, summary = datetime.fromtimestamp, codec.decode_metadata, SessionSummary

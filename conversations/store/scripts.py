@@ -356,33 +356,69 @@ return 1
 # n), however many entries share that score: an import writes thousands within one millisecond);
 # otherwise (the session was deleted, or written since) it walks the entries at or below the score,
 # skipping those of the cursor's score that sort at or after its id, as the order shows them.
+_INDEX_PAGE_FN = """
+local function index_page(index, max, after, want)
+  if after ~= '' then
+    local score = redis.call('ZSCORE', index, after)
+    if score and tonumber(score) == tonumber(max) then
+      local start = redis.call('ZREVRANK', index, after) + 1
+      return redis.call('ZREVRANGE', index, start, start + want - 1, 'WITHSCORES')
+    end
+  else
+    return redis.call('ZREVRANGEBYSCORE', index, max, '-inf', 'WITHSCORES', 'LIMIT', 0, want)
+  end
+  local top, out, offset = tonumber(max), {}, 0
+  while #out < 2 * want do
+    local chunk = redis.call('ZREVRANGEBYSCORE', index, max, '-inf', 'WITHSCORES', 'LIMIT', offset, want)
+    if #chunk == 0 then break end
+    for j = 1, #chunk, 2 do
+      if #out < 2 * want and not (tonumber(chunk[j + 1]) == top and chunk[j] >= after) then
+        out[#out + 1] = chunk[j]
+        out[#out + 1] = chunk[j + 1]
+      end
+    end
+    offset = offset + #chunk / 2
+  end
+  return out
+end
+"""
+
+_SUMMARIES_FN = """
+local function summaries(keys, owner)
+  local out, n = {}, 0
+  for i = 1, #keys do
+    local key = keys[i]
+    local f = redis.call('HMGET', key, 'owner', 'v', 'count', 'title', 'metadata', 'created_at',
+                         'updated_at', 'expires_at')
+    local live = f[1] == owner
+    if live then
+      local held
+      local head = string.sub(key, 1, -5)
+      if f[2] then held = redis.call('ZCARD', head .. 'm') else held = redis.call('LLEN', head .. 'msgs') end
+      live = held == tonumber(f[3])
+    end
+    if live then
+      out[n + 1] = f[8] or redis.call('PTTL', key)
+      out[n + 2] = f[4] or ''
+      out[n + 3] = f[5] or ''
+      out[n + 4] = f[6] or '0'
+      out[n + 5] = f[7] or '0'
+      out[n + 6] = f[3]
+    else
+      for j = 1, 6 do out[n + j] = false end
+    end
+    n = n + 6
+  end
+  return out
+end
+"""
+
 INDEX_PAGE = LuaScript(
     "index_page",
     NO_WRITES
+    + _INDEX_PAGE_FN
     + """
-local max, after, want = ARGV[1], ARGV[2], tonumber(ARGV[3])
-if after ~= '' then
-  local score = redis.call('ZSCORE', KEYS[1], after)
-  if score and tonumber(score) == tonumber(max) then
-    local start = redis.call('ZREVRANK', KEYS[1], after) + 1
-    return redis.call('ZREVRANGE', KEYS[1], start, start + want - 1, 'WITHSCORES')
-  end
-else
-  return redis.call('ZREVRANGEBYSCORE', KEYS[1], max, '-inf', 'WITHSCORES', 'LIMIT', 0, want)
-end
-local top, out, offset = tonumber(max), {}, 0
-while #out < 2 * want do
-  local chunk = redis.call('ZREVRANGEBYSCORE', KEYS[1], max, '-inf', 'WITHSCORES', 'LIMIT', offset, want)
-  if #chunk == 0 then break end
-  for j = 1, #chunk, 2 do
-    if #out < 2 * want and not (tonumber(chunk[j + 1]) == top and chunk[j] >= after) then
-      out[#out + 1] = chunk[j]
-      out[#out + 1] = chunk[j + 1]
-    end
-  end
-  offset = offset + #chunk / 2
-end
-return out
+return index_page(KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]))
 """,
 )
 
@@ -399,32 +435,27 @@ return out
 LIST_SUMMARIES = LuaScript(
     "list_summaries",
     NO_WRITES
+    + _SUMMARIES_FN
     + """
-local out, n, owner = {}, 0, ARGV[1]
-for i = 1, #KEYS do
-  local key = KEYS[i]
-  local f = redis.call('HMGET', key, 'owner', 'v', 'count', 'title', 'metadata', 'created_at',
-                       'updated_at', 'expires_at')
-  local live = f[1] == owner
-  if live then
-    local held
-    local head = string.sub(key, 1, -5)
-    if f[2] then held = redis.call('ZCARD', head .. 'm') else held = redis.call('LLEN', head .. 'msgs') end
-    live = held == tonumber(f[3])
-  end
-  if live then
-    out[n + 1] = f[8] or redis.call('PTTL', key)
-    out[n + 2] = f[4] or ''
-    out[n + 3] = f[5] or ''
-    out[n + 4] = f[6] or '0'
-    out[n + 5] = f[7] or '0'
-    out[n + 6] = f[3]
-  else
-    for j = 1, 6 do out[n + j] = false end
-  end
-  n = n + 6
-end
-return out
+return summaries(KEYS, ARGV[1])
+""",
+)
+
+# KEYS: the owner's index   ARGV: owner, max score, after id ('' none), how many, the session key head
+# (``<prefix>:s:{``)
+# A page of a listing in one call, on a single Redis: INDEX_PAGE's entries, then LIST_SUMMARIES' flat
+# summaries of each of them, in the same order. It reads the sessions' keys without being passed them
+# (they are named by the index's entries), which only a single Redis allows.
+LIST_PAGE = LuaScript(
+    "list_page",
+    NO_WRITES
+    + _INDEX_PAGE_FN
+    + _SUMMARIES_FN
+    + """
+local entries = index_page(KEYS[1], ARGV[2], ARGV[3], tonumber(ARGV[4]))
+local metas = {}
+for j = 1, #entries, 2 do metas[#metas + 1] = ARGV[5] .. entries[j] .. '}:meta' end
+return {entries, summaries(metas, ARGV[1])}
 """,
 )
 
