@@ -437,7 +437,7 @@ def list_sessions_page(
         if single:
             summaries = [every[n] for n in keep]
         else:
-            summaries = yield from _summaries(ctx, [sid for sid, _ in candidates], owner_v)
+            summaries = yield from _summaries_by_commands(ctx, [sid for sid, _ in candidates], owner_v)
         stale = []
         for (session_id, score), summary in zip(candidates, summaries, strict=True):
             if summary is None:
@@ -470,25 +470,8 @@ _SUMMARY_WANTED = ("owner", *codec.SUMMARY_FIELDS)
 _EMPTY_METADATA = (b"{}", "{}", b"", "", None)
 
 
-def _summaries(ctx: Context, session_ids: list[str], owner: str) -> Operation[list[SessionSummary | None]]:
-    """The summaries of ``session_ids`` (None for each one gone), in one round trip.
-
-    On a single Redis: one ``LIST_SUMMARIES`` call with a flat reply, parsed here with as few steps
-    per session as a ``SessionSummary`` allows (listings build thousands). On a cluster, where one
-    script may touch one slot only, the same reads as plain commands in one packed round trip.
-    """
-    if not session_ids:
-        return []
-    keys = ctx.keys
-    if ctx.topology.cluster:
-        return (yield from _summaries_by_commands(ctx, session_ids, owner))
-    meta = keys.meta
-    flat = yield Run(scripts.LIST_SUMMARIES, [meta(session_id) for session_id in session_ids], (owner,))
-    return _parse_summaries(session_ids, flat, owner)
-
-
 def _parse_summaries(session_ids: list[str], flat: list[Any], owner: str) -> list[SessionSummary | None]:
-    """``LIST_SUMMARIES``' flat reply (6 values a session) as summaries, None for each one gone, with
+    """``LIST_PAGE``'s flat summaries (6 values a session) as summaries, None for each one gone, with
     as few steps per session as a ``SessionSummary`` allows (listings build thousands)."""
     now_ms = time.time() * 1000
     owner_o = owner or None
@@ -528,6 +511,8 @@ def _parse_summaries(session_ids: list[str], flat: list[Any], owner: str) -> lis
 def _summaries_by_commands(
     ctx: Context, session_ids: list[str], owner: str
 ) -> Operation[list[SessionSummary | None]]:
+    """On a Redis Cluster, where one script may touch one slot only: the reads of ``LIST_PAGE``'s
+    summaries as plain commands, in one packed round trip."""
     keys = ctx.keys
     commands: list[tuple[Any, ...]] = []
     for session_id in session_ids:

@@ -383,6 +383,13 @@ local function index_page(index, max, after, want)
 end
 """
 
+# summaries(meta keys, owner): a listing's summaries, flat, 6 values per session: {expires, title,
+# metadata, created_at, updated_at, count}, or 6 falses when the session is gone: missing, another
+# owner's, or half-evicted (its message set, or the layout-1 list when meta has no ``v``, does not
+# hold ``count`` members). ``expires`` is the stored ``expires_at`` (a string), or the meta key's PTTL
+# (an integer) on layout 1, which did not store it. The cheapest reads that say all that, a few µs a
+# session. Single Redis only (a cluster lists with plain commands, one slot per session), which is why
+# it may derive each session's message key from its meta key.
 _SUMMARIES_FN = """
 local function summaries(keys, owner)
   local out, n = {}, 0
@@ -422,24 +429,6 @@ return index_page(KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]))
 """,
 )
 
-# KEYS: the meta hash of each session   ARGV: owner
-# A listing's summaries, flat, 6 values per session: {expires, title, metadata, created_at, updated_at,
-# count}, or 6 falses when the session is gone: missing, another owner's, or half-evicted (its message
-# set, or the layout-1 list when meta has no ``v``, does not hold ``count`` members). ``expires`` is
-# the stored ``expires_at`` (a string), or the meta key's PTTL (an integer) on layout 1, which did
-# not store it.
-# The cheapest reads that say all that: one call reads a page of up to ~1,000 sessions at a few µs
-# each. It runs on a single Redis only (a cluster lists with plain commands, one slot per session),
-# which is why it may derive each session's message key from its meta key instead of being passed
-# three keys a session: that would double what the call costs to send and parse.
-LIST_SUMMARIES = LuaScript(
-    "list_summaries",
-    NO_WRITES
-    + _SUMMARIES_FN
-    + """
-return summaries(KEYS, ARGV[1])
-""",
-)
 
 # KEYS: the owner's index   ARGV: owner, max score, after id ('' none), how many, the session key head
 # (``<prefix>:s:{``)
