@@ -109,6 +109,16 @@ if KEYS[5] then
 end
 """
 
+# ZADD of a flat {score, member, ...} list to the message set: one call for a batch (a redis.call
+# costs more than the member it adds), in slices that stay within what ``unpack`` can spread.
+_ZADD_ALL = """
+local function zadd_all(added)
+  for j = 1, #added, 1000 do
+    redis.call('ZADD', KEYS[2], unpack(added, j, math.min(j + 999, #added)))
+  end
+end
+"""
+
 _ONE = """
 local found = redis.call('ZRANGE', KEYS[2], ARGV[7], ARGV[7], 'BYSCORE')
 local raw = found[1]
@@ -460,6 +470,7 @@ return {entries, summaries(metas, ARGV[1])}
 APPEND = LuaScript(
     "append",
     _SESSION
+    + _ZADD_ALL
     + """
 local k = tonumber(ARGV[10])
 if ARGV[8] ~= '' then
@@ -486,12 +497,14 @@ if count + k > tonumber(ARGV[7]) then return {-2} end
     + _EMIT
     + """
 local first = string.format('%d', seq + 1)
+local added = {}
 for i = 1, k do
   local id = string.format('%d', seq + i)
-  local raw = '{"id":' .. id .. ',"created_at":' .. now .. ARGV[10 + i]
-  redis.call('ZADD', KEYS[2], id, raw)
-  emit('c', id, raw)
+  added[2 * i - 1] = id
+  added[2 * i] = '{"id":' .. id .. ',"created_at":' .. now .. ARGV[10 + i]
 end
+zadd_all(added)
+for i = 1, k do emit('c', added[2 * i - 1], added[2 * i]) end
 local s, c = string.format('%d', seq + k), string.format('%d', count + k)
 if ARGV[8] ~= '' then
   redis.call('HSET', KEYS[3], ARGV[8], ARGV[9] .. ' ' .. first .. '-' .. s)
@@ -650,6 +663,7 @@ return {1, top[1], m[6] or false, now}
 REPLACE = LuaScript(
     "replace",
     _SESSION
+    + _ZADD_ALL
     + """
 local k = tonumber(ARGV[8])
 if k > tonumber(ARGV[7]) then return {-2} end
@@ -659,12 +673,14 @@ if k > tonumber(ARGV[7]) then return {-2} end
     + """
 local n = redis.call('ZREMRANGEBYSCORE', KEYS[2], '(0', '+inf')
 if n > 0 then emit('t', '0', string.format('%d', n)) end
+local added = {}
 for i = 1, k do
   local id = string.format('%d', seq + i)
-  local raw = '{"id":' .. id .. ',"created_at":' .. now .. ARGV[8 + i]
-  redis.call('ZADD', KEYS[2], id, raw)
-  emit('c', id, raw)
+  added[2 * i - 1] = id
+  added[2 * i] = '{"id":' .. id .. ',"created_at":' .. now .. ARGV[8 + i]
 end
+zadd_all(added)
+for i = 1, k do emit('c', added[2 * i - 1], added[2 * i]) end
 redis.call('HSET', KEYS[1], 'count', string.format('%d', k), 'seq', string.format('%d', seq + k),
            'updated_at', now, 'expires_at', expires)
 """

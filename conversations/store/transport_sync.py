@@ -10,8 +10,11 @@ else (a cluster, fakeredis, a custom client) goes through the client's own comma
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -42,6 +45,63 @@ def _take_connection(pool: redis.ConnectionPool, command: str) -> Any:
     return pool.get_connection(command)  # pragma: no cover - redis-py < 5.3
 
 
+class _KeptConnections:
+    """The connections the sync transports keep for one plain pool (see ``SyncTransport``).
+
+    They are made from the pool's public recipe (``connection_class(**connection_kwargs)``), so they
+    are outside its count and its limit: the pool keeps serving the site's cache as before. Idle ones
+    wait in ``idle`` (``list.pop``/``append`` are atomic), so there are as many as the most store calls
+    ever in flight at once. A forked child drops its parent's (redis-py closes a socket only in the
+    process that opened it)."""
+
+    def __init__(self, pool: redis.ConnectionPool) -> None:
+        self.make: Callable[[], Any] = functools.partial(pool.connection_class, **pool.connection_kwargs)
+        self.idle: list[Any] = []
+
+
+_KEPT: weakref.WeakKeyDictionary[redis.ConnectionPool, _KeptConnections] = weakref.WeakKeyDictionary()
+
+
+def _kept_connections(pool: redis.ConnectionPool) -> _KeptConnections | None:
+    """The kept connections of ``pool``, if it is one whose connections may be kept: a plain pool (not
+    a blocking or a Sentinel one, whose limits and master tracking act on every take and release)
+    speaking RESP2 without client-side caching (whose pushes the pool sorts out as it hands a
+    connection out)."""
+    if not (
+        type(pool) is redis.ConnectionPool
+        and str(pool.connection_kwargs.get("protocol") or 2) == "2"
+        and getattr(pool, "cache", None) is None
+    ):
+        return None
+    kept = _KEPT.get(pool)
+    if kept is None:
+        kept = _KEPT.setdefault(pool, _KeptConnections(pool))
+    return kept
+
+
+def _forget_kept_connections() -> None:
+    for kept in list(_KEPT.values()):
+        kept.idle = []
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_kept_connections)
+
+
+def _ready(conn: Any) -> None:
+    """``conn``, connected and with nothing unread (the server may have closed it since its last
+    use): the check redis-py's pool makes of every connection it hands out."""
+    conn.connect()
+    try:
+        if conn.can_read():
+            raise redis.ConnectionError("Connection has data")
+    except (redis.ConnectionError, redis.TimeoutError, OSError):
+        conn.disconnect()
+        conn.connect()
+        if conn.can_read():
+            raise redis.ConnectionError("Connection not ready") from None
+
+
 def _pack(conn: Any, commands: tuple[tuple[Any, ...], ...]) -> Any:
     """The wire bytes of ``commands``: hiredis's packer where the connection encodes as UTF-8 (what it
     would do too), else the connection's own."""
@@ -58,7 +118,13 @@ def _is_compile_error(exc: redis.ResponseError) -> bool:
 
 
 class SyncTransport:
-    """Runs operations on one sync client. ``replica_acks``: WAIT for that many replicas after writes."""
+    """Runs operations on one sync client. ``replica_acks``: WAIT for that many replicas after writes.
+
+    On a plain pool it runs steps on connections of its own (``_KeptConnections``) rather than
+    taking one from the pool and handing it back for each: redis-py's take and release cost two
+    system calls and more Python than the rest of a store call. A kept connection gets the readiness
+    check the pool gives each one it hands out.
+    """
 
     def __init__(self, client: Any, *, replica_acks: int = 0, replica_ack_timeout_ms: int = 1000) -> None:
         self.client = client
@@ -67,6 +133,7 @@ class SyncTransport:
         pool = getattr(client, "connection_pool", None)
         plain = type(client) is redis.Redis and getattr(client, "connection", None) is None
         self._pool = pool if plain and isinstance(pool, redis.ConnectionPool) else None
+        self._kept = _kept_connections(self._pool) if self._pool is not None else None
         # Redis < 7 refuses the ``#!lua`` line: run the scripts without it there.
         self._plain_scripts = False
 
@@ -181,7 +248,19 @@ class SyncTransport:
         """
         pool = self._pool
         assert pool is not None
-        conn = _take_connection(pool, commands[0][0])
+        kept = self._kept
+        if kept is None:
+            conn = _take_connection(pool, commands[0][0])
+        else:
+            try:
+                conn = kept.idle.pop()
+            except IndexError:
+                conn = kept.make()
+            try:
+                _ready(conn)
+            except BaseException:
+                kept.idle.append(conn)  # disconnected: the next call connects it anew
+                raise
         packed = _pack(conn, commands)
 
         def send() -> list[Any]:
@@ -197,5 +276,8 @@ class SyncTransport:
             conn.disconnect()  # replies may be left unread: never hand this connection on
             raise
         finally:
-            pool.release(conn)
+            if kept is None:
+                pool.release(conn)
+            else:
+                kept.idle.append(conn)
         return replies
