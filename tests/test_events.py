@@ -145,3 +145,24 @@ def test_the_stream_is_only_for_clients_that_ask_for_it(
     assert response.status_code == 400
     assert "Last-Event-ID" in response.json()
     assert open_channels() == 0
+
+
+def test_with_event_history_0_writes_keep_no_stream_and_the_endpoint_says_events_are_off(
+    settings: Any, key_prefix: str, signed_in: tuple[Client, str]
+) -> None:
+    from conversations.store import get_store
+
+    settings.CONVERSATIONS = {**settings.CONVERSATIONS, "EVENT_HISTORY": 0}
+    store = get_store()
+    client, owner = signed_in
+    session = store.create_session(owner=owner)
+    first = store.append_message(session.id, role="user", content="hi", owner=owner)
+    reply = store.append_message(session.id, role="assistant", content="", owner=owner, status="in_progress")
+    store.extend_message(session.id, reply.id, "Hello", owner=owner)
+    store.delete_message(session.id, first.id, owner=owner)
+    assert [m.content for m in store.get_messages(session.id, owner=owner)] == ["Hello"]
+    assert store.client.exists(store.keys.events(session.id)) == 0  # nothing kept for live readers
+    response = client.get(f"/api/sessions/{session.id}/events/", HTTP_ACCEPT="text/event-stream")
+    assert response.status_code == 404
+    assert response.json()["detail"].startswith("Live events are turned off on this site")
+    assert open_channels() == 0
