@@ -2,32 +2,37 @@
 
 How it reads Redis (safe on a production server with millions of keys):
 
-1. ``SCAN MATCH <prefix>:s:*:meta COUNT 1000``. For each reply, the ``REPORT_INSPECT`` script reads
-   every session's ``HMGET owner created_at updated_at count v``, ``PTTL`` of the meta hash, the
-   messages held (``ZCARD`` of the message set, or ``LLEN`` of the layout-1 list when meta has no
-   ``v``) and their key's ``PTTL``, and counts the in-progress messages of sessions idle longer than
-   ``stalled_after`` (stalled replies; a session of more than ``STALL_SCAN_INLINE`` messages is
-   counted by calls of its own). It reads each session atomically, so a count that disagrees with
-   what is held is damage, not an append landing between two reads.
-2. For the sessions that pass the filters, ``REPORT_INDEX_SCORES`` asks ``ZSCORE`` of each in its
-   owner's index (drift); and for one session in ``memory_sample_every``, ``MEMORY USAGE`` of its
-   keys and its first and last message (from the set, or the layout-1 list), checked with
-   ``codec.message_problem``. The memory total is the sampled sessions' bytes scaled up to all
-   sessions; the largest sessions' memory is measured exactly at the end.
+1. ``SCAN MATCH <prefix>:s:*:meta``, and for each key found every session's ``HMGET owner created_at
+   updated_at count v``, ``PTTL`` of the meta hash, the messages held (``ZCARD`` of the message set,
+   or ``LLEN`` of the layout-1 list when meta has no ``v``) and their key's ``PTTL``, and the
+   in-progress messages of sessions idle longer than ``stalled_after`` (stalled replies; a session of
+   more than ``STALL_SCAN_INLINE`` messages is counted by calls of its own). It reads each session
+   atomically, so a count that disagrees with what is held is damage, not an append landing between
+   two reads. On a single Redis the SCAN and the reads are one script (``REPORT_SCAN``, SCAN COUNT
+   ``SCAN_IN_SCRIPT`` a call); on a Redis Cluster ``REPORT_INSPECT`` reads one session (one slot) a
+   call after a plain SCAN.
+2. For the sessions that pass the filters, ``ZSCORE`` of each in its owner's index (drift); and for
+   one session in ``memory_sample_every``, ``MEMORY USAGE`` of its keys and its first and last
+   message (from the set, or the layout-1 list), checked with ``codec.message_problem``: one
+   ``REPORT_CHECK`` call a batch on a single Redis, ``REPORT_INDEX_SCORES`` and plain commands on a
+   Cluster. The memory total is the sampled sessions' bytes scaled up to all sessions; the largest
+   sessions' memory is measured exactly at the end.
 3. A session missing from its index is read again before being reported, so a create or delete
    landing between two reads is not called drift.
-4. ``SCAN MATCH <prefix>:o:*:sessions``, then the entries of each owner index (``ZRANGE`` for small
-   ones, ``ZSCAN`` for large ones): an entry whose session is gone, or is another owner's, is stale.
+4. ``SCAN MATCH <prefix>:o:*:sessions``, then the entries of each owner index (whole when small, by
+   ``ZSCAN`` when large) and the owner of each entry's session: an entry whose session is gone, or is
+   another owner's, is stale. On a single Redis one script (``REPORT_INDEXES``) does the SCAN and
+   reads up to ``ENTRIES_PER_CALL`` entries with their sessions' owners a call.
 
 Every script is in the store's registry (``conversations.store.scripts``) and runs through the
-store's transport. They loop over up to ``GROUPS_PER_CALL`` sessions per call on a single Redis, so
-each call holds the server for about a millisecond, and reply flat (a fixed number of values per
-session), which the client reads without building an object per session. On a Redis Cluster, where
-one script may only touch one hash slot, each is called once per session.
+store's transport; each holds Redis for a millisecond or two at most. Their replies are flat (a fixed
+number of values per session), read without building an object per session. On a single Redis the
+walks run one call ahead (``scanning.prefetched``) and the second look of a batch is counted while
+the next batch is read, so Redis and the client work side by side rather than in turn.
 
 What it keeps: counters, ``Distribution`` histograms, a heap of the ``top`` largest sessions, a
-``HeavyHitters`` table of owners (``owner_capacity`` entries) and at most ``EXAMPLES`` example keys per
-kind of problem. Nothing grows with the number of sessions.
+``HeavyHitters`` table of owners (``owner_capacity`` entries), at most ``EXAMPLES`` example keys per
+kind of problem, and at most two batches read ahead. Nothing grows with the number of sessions.
 """
 
 from __future__ import annotations
