@@ -84,6 +84,7 @@ class ScaleResult:
     max_rss_mb: float
     longest_call_ms: float
     slowest_redis_ms: float  # the slowest command Redis logged (SLOWLOG), 0 when none took 0.5 ms
+    mean_script_ms: float  # Redis's mean time per script call (INFO commandstats)
     slow_calls: int  # commands that took longer than 0.5 ms
     stalled: int
     script_calls: int
@@ -193,6 +194,7 @@ def run_scale(sessions: int, progress: Any = print) -> ScaleResult:
         client.config_set("slowlog-log-slower-than", 500)
         client.config_set("slowlog-max-len", _SLOWLOG_KEPT)
         client.slowlog_reset()
+        client.config_resetstat()
         cpu_before = client.info("cpu")
         progress("report at scale: running conversations_report...")
         child = subprocess.run(
@@ -204,6 +206,7 @@ def run_scale(sessions: int, progress: Any = print) -> ScaleResult:
         out = json.loads(child.stdout)
         cpu_after = client.info("cpu")
         redis_cpu = sum(float(cpu_after[k]) - float(cpu_before[k]) for k in ("used_cpu_user", "used_cpu_sys"))
+        scripts_run = client.info("commandstats").get("cmdstat_evalsha", {})
         slow = client.slowlog_get(_SLOWLOG_KEPT)
         slowest = max((entry["duration"] for entry in slow), default=0) / 1000
         if os.environ.get("SCALE_DEBUG"):
@@ -220,6 +223,7 @@ def run_scale(sessions: int, progress: Any = print) -> ScaleResult:
             max_rss_mb=out["rss_mb"],
             longest_call_ms=report["longest_script_call_ms"],
             slowest_redis_ms=slowest,
+            mean_script_ms=float(scripts_run.get("usec_per_call", 0)) / 1000,
             slow_calls=len(slow),
             stalled=report["stalled_replies"]["messages"],
             script_calls=report["script_calls"],
