@@ -367,7 +367,7 @@ def _round2_rows(bench: Any, report: Any, *, scale: bool, progress: Callable[[st
         Row(
             "conversations_report, longest script call",
             f"{result.longest_call_ms:,.1f} ms",
-            f"Redis SLOWLOG: {result.slowest_redis_ms:,.1f} ms",
+            f"Redis SLOWLOG: {result.slowest_redis_ms:,.1f} ms; mean {result.mean_script_ms:,.2f} ms",
             "",
             f"{result.slow_calls:,} commands over 0.5 ms of {result.script_calls:,} script calls",
         )

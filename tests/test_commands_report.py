@@ -10,6 +10,7 @@ import json
 import math
 import random
 import tracemalloc
+from collections.abc import Iterator
 from datetime import datetime
 from io import StringIO
 from typing import Any
@@ -22,7 +23,7 @@ from django.core.management.base import CommandError
 from conversations.exceptions import InvalidInput
 from conversations.operations.durations import format_duration, parse_duration
 from conversations.operations.report import ReportOptions, build_report
-from conversations.operations.scanning import server_time_ms
+from conversations.operations.scanning import prefetched, server_time_ms
 from conversations.operations.stats import Distribution, HeavyHitters, TopN
 from conversations.store import ConversationStore
 
@@ -114,6 +115,28 @@ def test_heavy_hitters_are_exact_below_capacity_and_bounded_above() -> None:
     for name, count, error in top:
         true = stream.count(name)
         assert count - error <= true <= count
+
+
+def test_prefetched_yields_in_order_raises_errors_and_stops_early() -> None:
+    produced: list[int] = []
+
+    def numbers(stop: int, fail_at: int | None = None) -> Iterator[int]:
+        for n in range(stop):
+            if n == fail_at:
+                raise redis.ConnectionError("lost")
+            produced.append(n)
+            yield n
+
+    assert list(prefetched(numbers(50))) == list(range(50))
+    failing = prefetched(numbers(10, fail_at=5))
+    assert [next(failing) for _ in range(5)] == [0, 1, 2, 3, 4]
+    with pytest.raises(redis.ConnectionError, match="lost"):
+        next(failing)
+    produced.clear()
+    walk = prefetched(numbers(1000))
+    assert next(walk) == 0
+    walk.close()  # the caller stops: the thread ends, at most two items ahead
+    assert len(produced) <= 3
 
 
 def test_top_n_keeps_the_largest() -> None:
@@ -515,7 +538,15 @@ def test_report_scripts_live_in_the_store_registry() -> None:
     for module in (report_module, purge, seed_import):
         assert "register_script" not in inspect.getsource(module)
         assert "redis.call" not in inspect.getsource(module)
-    for name in ("REPORT_INSPECT", "REPORT_STALLED", "REPORT_INDEX_SCORES", "REPORT_OWNERS"):
+    for name in (
+        "REPORT_INSPECT",
+        "REPORT_STALLED",
+        "REPORT_INDEX_SCORES",
+        "REPORT_OWNERS",
+        "REPORT_SCAN",
+        "REPORT_CHECK",
+        "REPORT_INDEXES",
+    ):
         assert getattr(scripts, name).read_only, name
     assert not scripts.REPORT_REPAIR_MISSING.read_only
 

@@ -2,39 +2,46 @@
 
 How it reads Redis (safe on a production server with millions of keys):
 
-1. ``SCAN MATCH <prefix>:s:*:meta COUNT 1000``. For each reply, the ``REPORT_INSPECT`` script reads
-   every session's ``HMGET owner created_at updated_at count v``, ``PTTL`` of the meta hash, the
-   messages held (``ZCARD`` of the message set, or ``LLEN`` of the layout-1 list when meta has no
-   ``v``) and their key's ``PTTL``, and counts the in-progress messages of sessions idle longer than
-   ``stalled_after`` (stalled replies; a session of more than ``STALL_SCAN_INLINE`` messages is
-   counted by calls of its own). It reads each session atomically, so a count that disagrees with
-   what is held is damage, not an append landing between two reads.
-2. For the sessions that pass the filters, ``REPORT_INDEX_SCORES`` asks ``ZSCORE`` of each in its
-   owner's index (drift); and for one session in ``memory_sample_every``, ``MEMORY USAGE`` of its
-   keys and its first and last message (from the set, or the layout-1 list), checked with
-   ``codec.message_problem``. The memory total is the sampled sessions' bytes scaled up to all
-   sessions; the largest sessions' memory is measured exactly at the end.
+1. ``SCAN MATCH <prefix>:s:*:meta``, and for each key found every session's ``HMGET owner created_at
+   updated_at count v``, ``PTTL`` of the meta hash, the messages held (``ZCARD`` of the message set,
+   or ``LLEN`` of the layout-1 list when meta has no ``v``) and their key's ``PTTL``, and the
+   in-progress messages of sessions idle longer than ``stalled_after`` (stalled replies; a session of
+   more than ``STALL_SCAN_INLINE`` messages is counted by calls of its own). It reads each session
+   atomically, so a count that disagrees with what is held is damage, not an append landing between
+   two reads. On a single Redis the SCAN and the reads are one script (``REPORT_SCAN``, SCAN COUNT
+   ``SCAN_IN_SCRIPT`` a call); on a Redis Cluster ``REPORT_INSPECT`` reads one session (one slot) a
+   call after a plain SCAN.
+2. For the sessions that pass the filters, ``ZSCORE`` of each in its owner's index (drift); and for
+   one session in ``memory_sample_every``, ``MEMORY USAGE`` of its keys and its first and last
+   message (from the set, or the layout-1 list), checked with ``codec.message_problem``: one
+   ``REPORT_CHECK`` call a batch on a single Redis, ``REPORT_INDEX_SCORES`` and plain commands on a
+   Cluster. The memory total is the sampled sessions' bytes scaled up to all sessions; the largest
+   sessions' memory is measured exactly at the end.
 3. A session missing from its index is read again before being reported, so a create or delete
    landing between two reads is not called drift.
-4. ``SCAN MATCH <prefix>:o:*:sessions``, then the entries of each owner index (``ZRANGE`` for small
-   ones, ``ZSCAN`` for large ones): an entry whose session is gone, or is another owner's, is stale.
+4. ``SCAN MATCH <prefix>:o:*:sessions``, then the entries of each owner index (whole when small, by
+   ``ZSCAN`` when large) and the owner of each entry's session: an entry whose session is gone, or is
+   another owner's, is stale. On a single Redis one script (``REPORT_INDEXES``) does the SCAN and
+   reads up to ``ENTRIES_PER_CALL`` entries with their sessions' owners a call.
 
 Every script is in the store's registry (``conversations.store.scripts``) and runs through the
-store's transport. They loop over up to ``GROUPS_PER_CALL`` sessions per call on a single Redis, so
-each call holds the server for about a millisecond, and reply flat (a fixed number of values per
-session), which the client reads without building an object per session. On a Redis Cluster, where
-one script may only touch one hash slot, each is called once per session.
+store's transport; each holds Redis for a millisecond or two at most. Their replies are flat (a fixed
+number of values per session), read without building an object per session. On a single Redis the
+walks run one call ahead (``scanning.prefetched``) and the second look of a batch is counted while
+the next batch is read, so Redis and the client work side by side rather than in turn.
 
 What it keeps: counters, ``Distribution`` histograms, a heap of the ``top`` largest sessions, a
-``HeavyHitters`` table of owners (``owner_capacity`` entries) and at most ``EXAMPLES`` example keys per
-kind of problem. Nothing grows with the number of sessions.
+``HeavyHitters`` table of owners (``owner_capacity`` entries), at most ``EXAMPLES`` example keys per
+kind of problem, and at most two batches read ahead. Nothing grows with the number of sessions.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -49,7 +56,7 @@ from conversations.store.scripts import LuaScript
 from conversations.store.topology import CLUSTER_INDEX_GRACE_MS
 
 from .memory import eviction_warnings
-from .scanning import Progress, parse_int, redis_errors, scan_batches, server_time_ms, text
+from .scanning import Progress, parse_int, prefetched, redis_errors, scan_batches, server_time_ms, text
 from .stats import Distribution, HeavyHitters, TopN
 
 #: The keys of one session (meta, messages, idempotency, events): MEMORY USAGE of each is sampled.
@@ -59,6 +66,11 @@ EXAMPLES = 10
 #: Sessions (or index entries) one script call looks at, on a single Redis: about a millisecond of
 #: Redis per call (10-message sessions), few enough calls that their overhead stays small.
 GROUPS_PER_CALL = 400
+#: SCAN COUNT of one ``REPORT_SCAN`` call (single Redis): with a session's 2-4 keys, a few hundred
+#: sessions a call, a few milliseconds of Redis.
+SCAN_IN_SCRIPT = 300
+#: Index entries one ``REPORT_INDEXES`` call checks at most (single Redis): a millisecond or two.
+ENTRIES_PER_CALL = 2000
 #: A session of more messages than this has its in-progress messages counted by calls of its own,
 #: this many messages each, so that no call holds Redis long.
 STALL_SCAN_INLINE = 200
@@ -156,6 +168,9 @@ class ReportBuilder:
         #: report held Redis at once.
         self.longest_call_s = 0.0
         self._per_call = 1 if store.topology.cluster else GROUPS_PER_CALL
+        #: The thread that runs ``REPORT_CHECK`` calls, and the call in flight with what it was given.
+        self._checks: ThreadPoolExecutor | None = None
+        self._pending_check: tuple[list[_Candidate], list[bool], list[Any], Future[Any]] | None = None
 
     # ------------------------------------------------------------------ the pass
 
@@ -163,13 +178,21 @@ class ReportBuilder:
         started = time.monotonic()
         with redis_errors():
             self.now_ms = server_time_ms(self.client)
-            callback = self.progress.update if self.progress is not None else None
-            for batch in scan_batches(
-                self.client, self.keys.meta_pattern(), count=self.options.scan_count, progress=callback
-            ):
-                self._session_batch(batch)
-                if self.progress is not None:
-                    self.progress.update(items=self.sessions)
+            if self.store.topology.cluster:
+                callback = self.progress.update if self.progress is not None else None
+                for batch in scan_batches(
+                    self.client, self.keys.meta_pattern(), count=self.options.scan_count, progress=callback
+                ):
+                    self._session_batch(batch)
+                    if self.progress is not None:
+                        self.progress.update(items=self.sessions)
+            else:
+                try:
+                    self._walk_single()
+                    self._finish_check()
+                finally:
+                    if self._checks is not None:
+                        self._checks.shutdown()
             self._check_indexes()
             largest = self._largest_sessions()
         if self.progress is not None:
@@ -212,6 +235,58 @@ class ReportBuilder:
         replies: list[Any] = self.store.sync.commands(Commands(tuple(commands)))
         return replies
 
+    def _walk_single(self) -> None:
+        """The sessions on a single Redis: ``REPORT_SCAN`` steps (a SCAN and the inspection of what it
+        found, in one script), the next one in flight while this one's reply is counted."""
+        total = max(int(self.client.dbsize()), 1)
+        count = min(self.options.scan_count, SCAN_IN_SCRIPT)
+        for calls, (reply, elapsed) in enumerate(prefetched(self._scan_steps(count)), start=1):
+            self.script_calls += 1
+            if elapsed > self.longest_call_s:
+                self.longest_call_s = elapsed
+            width = _INSPECT_WIDTH + 1
+            if len(reply) > 1:
+                self.scanned_keys += (len(reply) - 1) // width
+                session_ids = self._session_ids(reply[1::width])
+                candidates = self._first_look(session_ids, reply, 2, width)
+                if candidates:
+                    self._second_look(candidates)
+            if self.progress is not None:
+                done = reply[0] in (0, b"0", "0")
+                self.progress.update(1.0 if done else min(calls * count / total, 0.99), items=self.sessions)
+
+    def _scan_steps(self, count: int) -> Iterator[tuple[list[Any], float]]:
+        """Each ``REPORT_SCAN`` reply of the walk and how long its call took (client side)."""
+        pattern = self.keys.meta_pattern()
+        stall_cutoff = self.now_ms - self.options.stalled_after * 1000
+        cursor: Any = 0
+        while True:
+            started = time.perf_counter()
+            reply = self.store.sync.script(
+                scripts.REPORT_SCAN, (), (cursor, pattern, count, stall_cutoff, STALL_SCAN_INLINE)
+            )
+            yield reply, time.perf_counter() - started
+            cursor = reply[0]
+            if cursor in (0, b"0", "0"):
+                return
+
+    def _session_ids(self, raw_keys: list[Any]) -> list[str | None]:
+        """The session id in each meta key (None, and a ``bad_key`` problem, for a key matching the
+        pattern that is not a session key of this layout)."""
+        head = self.keys.session_head()
+        start, length = len(head), len(head) + 22 + len("}:meta")
+        match = SESSION_ID_RE.match
+        ids: list[str | None] = []
+        for raw in raw_keys:
+            key = text(raw)
+            session_id = key[start:-6]
+            if len(key) == length and key.startswith(head) and key.endswith("}:meta") and match(session_id):
+                ids.append(session_id)
+            else:
+                self.problems.add(BAD_KEY, key, "not a session key of this layout")
+                ids.append(None)
+        return ids
+
     def _session_batch(self, batch: list[Any]) -> None:
         self.scanned_keys += len(batch)
         layout = self.keys
@@ -230,13 +305,16 @@ class ReportBuilder:
             return
         stall_cutoff = self.now_ms - self.options.stalled_after * 1000
         flat = self._grouped(scripts.REPORT_INSPECT, script_keys, 3, fixed=(stall_cutoff, STALL_SCAN_INLINE))
-        candidates = self._first_look(session_ids, flat)
+        candidates = self._first_look(session_ids, flat, 0, _INSPECT_WIDTH)
         if candidates:
             self._second_look(candidates)
 
-    def _first_look(self, session_ids: list[str], flat: list[Any]) -> list[_Candidate]:
-        """Count every session of the batch that passes the filters, straight from the flat reply
-        (the hot path: no object per session but the tuple the index check needs)."""
+    def _first_look(
+        self, session_ids: Sequence[str | None], flat: list[Any], start: int, step: int
+    ) -> list[_Candidate]:
+        """Count every session of the batch that passes the filters, straight from the flat reply,
+        whose session ``i`` has its 9 values at ``start + i * step`` (the hot path: no object per
+        session but the tuple the index check needs). A None id is skipped."""
         options, layout, problems = self.options, self.keys, self.problems
         now = self.now_ms
         only_owner = options.owner
@@ -250,7 +328,9 @@ class ReportBuilder:
         candidates: list[_Candidate] = []
         width = _INSPECT_WIDTH
         for i, session_id in enumerate(session_ids):
-            at = i * width
+            if session_id is None:
+                continue
+            at = start + i * step
             pttl, owner_raw, created_raw, updated_raw, count_raw, held, messages_pttl, version, stalled = (
                 flat[at : at + width]
             )
@@ -328,19 +408,81 @@ class ReportBuilder:
             stalled += int(self._script(scripts.REPORT_STALLED, [key], [start, start + STALL_SCAN_CHUNK - 1]))
         return stalled
 
+    def _sampled(self, candidates: list[_Candidate]) -> list[bool]:
+        """Whether each candidate is sampled: one session in ``memory_sample_every`` of those counted
+        (the first of each run)."""
+        every = self.options.memory_sample_every
+        if every <= 0:
+            return [False] * len(candidates)
+        seen = self._seen_matching
+        self._seen_matching = seen + len(candidates)
+        return [n % every == 0 for n in range(seen, seen + len(candidates))]
+
     def _second_look(self, candidates: list[_Candidate]) -> None:
+        if not self.store.topology.cluster:
+            self._second_look_single(candidates)
+            return
         scores = self._grouped(
             scripts.REPORT_INDEX_SCORES, [c[2] for c in candidates], 1, per_group=[c[0] for c in candidates]
         )
-        every = self.options.memory_sample_every
-        if every > 0:
-            seen = self._seen_matching
-            # One session in ``every`` of those counted (the first of each run of ``every``).
-            sampled = [c for n, c in enumerate(candidates, start=seen) if n % every == 0]
-            self._seen_matching = seen + len(candidates)
-            if sampled:
-                self._sample(sampled)
+        sampled = [c for c, chosen in zip(candidates, self._sampled(candidates), strict=True) if chosen]
+        if sampled:
+            self._sample(sampled)
         missing = [c for c, score in zip(candidates, scores, strict=True) if score is None]
+        if missing:
+            self._recheck(missing)
+
+    # On a single Redis the second look is one ``REPORT_CHECK`` call a batch, run by a thread while
+    # the next batch is counted; its reply is read one batch later (``_finish_check``).
+
+    def _second_look_single(self, candidates: list[_Candidate]) -> None:
+        if self._checks is None:
+            self._checks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="conversations-report")
+        chosen = self._sampled(candidates)
+        args: list[Any] = [self.keys.session_head(), "1" if self.memory_enabled else "0"]
+        for (session_id, _owner, index, _updated, _pttl, version), sampled in zip(
+            candidates, chosen, strict=True
+        ):
+            args += (index, session_id, "1" if sampled else "0", version)
+        future = self._checks.submit(self._timed_call, scripts.REPORT_CHECK, args)
+        self._finish_check()
+        self._pending_check = (candidates, chosen, args, future)
+
+    def _timed_call(self, script: LuaScript, args: list[Any]) -> tuple[Any, float]:
+        started = time.perf_counter()
+        reply = self.store.sync.script(script, (), args)
+        return reply, time.perf_counter() - started
+
+    def _finish_check(self) -> None:
+        """Count the reply of the ``REPORT_CHECK`` call in flight, if any."""
+        if self._pending_check is None:
+            return
+        candidates, chosen, args, future = self._pending_check
+        self._pending_check = None
+        try:
+            reply, elapsed = future.result()
+        except redis.ResponseError as exc:
+            if not self.memory_enabled:
+                raise
+            # Some managed Redis services refuse MEMORY: report the figures as unavailable.
+            self.memory_enabled = False
+            self.memory_error = str(exc)
+            args[1] = "0"
+            reply, elapsed = self._timed_call(scripts.REPORT_CHECK, args)
+        self.script_calls += 1
+        if elapsed > self.longest_call_s:
+            self.longest_call_s = elapsed
+        count = len(candidates)
+        at = count
+        for candidate, sampled in zip(candidates, chosen, strict=True):
+            if sampled:
+                memory, first, last = reply[at : at + 3]
+                at += 3
+                if memory is not None:
+                    self.memory_sampled += 1
+                    self.memory_sampled_bytes += int(memory)
+                self._check_ends(candidate[0], candidate[5], first, last)
+        missing = [c for c, score in zip(candidates, reply[:count], strict=True) if score is None]
         if missing:
             self._recheck(missing)
 
@@ -380,16 +522,20 @@ class ReportBuilder:
             if version == 2:
                 first = first[0] if first else None
                 last = last[0] if last else None
-            if first is None and last is None:
-                continue  # no message (or all removed since the first look)
-            for raw in (first, last):
-                problem = message_problem(raw)
-                if problem is not None:
-                    where = (
-                        layout.messages(session_id) if version == 2 else layout.legacy_messages(session_id)
-                    )
-                    self.problems.add(BAD_MESSAGE, where, problem)
-                    break
+            self._check_ends(session_id, version, first, last)
+
+    def _check_ends(self, session_id: str, version: int, first: Any, last: Any) -> None:
+        """A ``bad_message`` problem if a sampled session's first or last message is not of the
+        stored shape (None for both: no message, or all removed since the first look)."""
+        if first is None and last is None:
+            return
+        for raw in (first, last):
+            problem = message_problem(raw)
+            if problem is not None:
+                layout = self.keys
+                where = layout.messages(session_id) if version == 2 else layout.legacy_messages(session_id)
+                self.problems.add(BAD_MESSAGE, where, problem)
+                return
 
     def _recheck(self, missing: list[_Candidate]) -> None:
         # Read again what looked missing from its index: a session created or deleted between the
@@ -419,10 +565,81 @@ class ReportBuilder:
     def _check_indexes(self) -> None:
         if self.options.owner is not None:
             self._index_batch([self.keys.owner_index(self.options.owner)])
-        else:
+        elif self.store.topology.cluster:
             for batch in scan_batches(self.client, self.keys.index_pattern(), count=self.options.scan_count):
                 self._index_batch([text(key) for key in batch])
+        else:
+            for reply, elapsed in prefetched(self._index_steps()):
+                self.script_calls += 1
+                if elapsed > self.longest_call_s:
+                    self.longest_call_s = elapsed
+                self._index_step(reply)
         self._flush_entries()
+
+    def _index_steps(self) -> Iterator[tuple[list[Any], float]]:
+        """Each ``REPORT_INDEXES`` reply of the walk over the owner indexes (single Redis), and how
+        long its call took (client side)."""
+        pattern, head = self.keys.index_pattern(), self.keys.session_head()
+        count = self.options.scan_count
+        cursor: Any = 0
+        while True:
+            args = [
+                cursor,
+                pattern,
+                count,
+                "1" if self.memory_enabled else "0",
+                _SMALL_INDEX,
+                ENTRIES_PER_CALL,
+                head,
+            ]
+            started = time.perf_counter()
+            try:
+                reply = self.store.sync.script(scripts.REPORT_INDEXES, (), args)
+            except redis.ResponseError as exc:
+                if not self.memory_enabled:
+                    raise
+                # Some managed Redis services refuse MEMORY: report the figures as unavailable.
+                self.memory_enabled = False
+                self.memory_error = str(exc)
+                continue
+            yield reply, time.perf_counter() - started
+            cursor = reply[0]
+            if cursor in (0, b"0", "0"):
+                return
+
+    def _index_step(self, reply: list[Any]) -> None:
+        for at in range(1, len(reply), 4):
+            index, size, memory, rows = text(reply[at]), int(reply[at + 1]), reply[at + 2], reply[at + 3]
+            self.index_keys += 1
+            if memory is not None:
+                self.index_bytes += int(memory)
+            if rows is None:
+                self._read_index(index, size)
+            else:
+                self._index_rows(index, rows)
+
+    def _index_rows(self, index: str, rows: list[Any]) -> None:
+        """Check an index's entries read with their sessions' owners: (session id, score, owner)."""
+        tag = index[index.find("{") + 1 : index.find("}")]
+        idle = self.options.idle_longer_than
+        floor = None if idle is None else self.now_ms - idle * 1000
+        match, owner_tag = SESSION_ID_RE.match, KeyLayout.owner_tag
+        self.index_entries += len(rows) // 3
+        stale: list[tuple[str, str, str]] = []
+        owner_seen = None  # an owner already found to be this index's
+        for at in range(0, len(rows), 3):
+            if floor is not None and int(float(rows[at + 1])) >= floor:
+                continue
+            session_id, owner = text(rows[at]), rows[at + 2]
+            if owner is None or not match(session_id):
+                stale.append((index, tag, session_id))
+            elif owner != owner_seen:
+                if owner_tag(text(owner)) != tag:
+                    stale.append((index, tag, session_id))
+                else:
+                    owner_seen = owner
+        if stale:
+            self._stale_entries(stale)
 
     def _index_batch(self, indexes: list[str]) -> None:
         pipe = self.client.pipeline(transaction=False)
@@ -456,13 +673,22 @@ class ReportBuilder:
                     self._add_entries(index, members)
         for index, size in sizes:
             if size > _SMALL_INDEX:
-                chunk: list[tuple[Any, float]] = []
-                for member in self.client.zscan_iter(index, count=self.options.scan_count):
-                    chunk.append(member)
-                    if len(chunk) >= self.options.scan_count:
-                        self._add_entries(index, chunk)
-                        chunk = []
+                self._read_index(index, size)
+
+    def _read_index(self, index: str, size: int) -> None:
+        """The entries of one index, to be checked in batches: whole (ZRANGE) when small, else by
+        ZSCAN."""
+        if size <= _SMALL_INDEX:
+            with suppress(redis.ResponseError):  # no longer a sorted set
+                self._add_entries(index, self.client.zrange(index, 0, -1, withscores=True))
+            return
+        chunk: list[tuple[Any, float]] = []
+        for member in self.client.zscan_iter(index, count=self.options.scan_count):
+            chunk.append(member)
+            if len(chunk) >= self.options.scan_count:
                 self._add_entries(index, chunk)
+                chunk = []
+        self._add_entries(index, chunk)
 
     def _add_entries(self, index: str, members: list[tuple[Any, float]]) -> None:
         tag = index[index.find("{") + 1 : index.find("}")]
@@ -488,8 +714,11 @@ class ReportBuilder:
             for entry, owner in zip(checked, owners, strict=True):
                 if owner is None or KeyLayout.owner_tag(text(owner)) != entry[1]:
                     stale.append(entry)
-        if not stale:
-            return
+        if stale:
+            self._stale_entries(stale)
+
+    def _stale_entries(self, stale: list[tuple[str, str, str]]) -> None:
+        """Count (and with ``repair``, remove) index entries found stale: (index, tag, session id)."""
         self.stale_index_entries += len(stale)
         by_index: defaultdict[str, list[str]] = defaultdict(list)
         for index, _tag, session_id in stale:

@@ -3,10 +3,12 @@ and a progress line for terminals."""
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from django.utils.translation import gettext_lazy as _
@@ -21,6 +23,8 @@ from conversations.store.errors import store_error
 SCAN_COUNT = 1000
 
 ProgressCallback = Callable[[float | None], None]
+
+T = TypeVar("T")
 
 
 text = as_text  # the store's own decoding of a Redis reply
@@ -89,6 +93,52 @@ def scan_batches(
             progress(1.0 if cursor == 0 else min(calls * count / total, 0.99))
         if cursor == 0:
             return
+
+
+def prefetched(items: Iterator[T]) -> Iterator[T]:
+    """``items``, each produced by a thread while the caller works on the one before.
+
+    A walk that alternates a Redis call and Python work on its reply keeps one core busy at a time;
+    with the next call in flight while the caller reads the last reply, Redis and the client run side
+    by side (the thread waits on the socket without the GIL). At most two items are held ahead of
+    the caller. An error in the thread is raised to the caller; a caller that stops early stops the
+    thread after its current item.
+    """
+    ahead: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def offer(entry: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                ahead.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not offer((True, item)):
+                    return
+        except BaseException as exc:  # handed to the caller, raised there
+            offer((False, exc))
+            return
+        offer((False, None))
+
+    thread = threading.Thread(target=produce, name="conversations-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            more, value = ahead.get()
+            if not more:
+                if value is not None:
+                    raise value
+                return
+            yield value
+    finally:
+        stop.set()
+        thread.join()
 
 
 class Progress:

@@ -774,58 +774,138 @@ return 0
 # a cluster, where a script may touch one slot only). Each call holds Redis for about a millisecond
 # at most; replies are flat, a fixed number of values per session, the cheapest to parse.
 
-# KEYS: meta, m (messages), legacy list of each session in turn
-# ARGV: stall cutoff (ms: count in-progress messages of sessions updated before it), the most
-#       messages of one session scanned here for them
-# 9 values per session: meta pttl, owner (false: no owner field, or the meta key is not a hash),
-# created_at, updated_at, count, messages held (-1: the message key has the wrong type, -2: the meta
-# key is not a hash), the message key's pttl, layout (1 or 2), stalled replies (in-progress messages
-# of a session idle since before the cutoff; -1: too many messages to scan here, ask
+# inspect(meta, m, legacy, out, n, cutoff, cap): one session's 9 values into out[n + 1 .. n + 9]:
+# meta pttl, owner (false: no owner field, or the meta key is not a hash), created_at, updated_at,
+# count, messages held (-1: the message key has the wrong type, -2: the meta key is not a hash), the
+# message key's pttl, layout (1 or 2), stalled replies (in-progress messages of a session idle since
+# before ``cutoff``, scanned in sessions of up to ``cap`` messages; -1: too many to scan here, ask
 # REPORT_STALLED). Reading a session in one script means a count that disagrees with what is held is
 # damage, not an append landing between two reads.
-REPORT_INSPECT = LuaScript(
-    "report_inspect",
-    NO_WRITES
-    + """
-local out, n = {}, 0
-local cutoff, cap = tonumber(ARGV[1]), tonumber(ARGV[2])
-for i = 1, #KEYS, 3 do
-  local pttl = redis.call('PTTL', KEYS[i])
-  local f = redis.pcall('HMGET', KEYS[i], 'owner', 'created_at', 'updated_at', 'count', 'v')
+_REPORT_SESSION_FN = """
+local function inspect(meta, m, legacy, out, n, cutoff, cap)
+  local pttl = redis.call('PTTL', meta)
+  local f = redis.pcall('HMGET', meta, 'owner', 'created_at', 'updated_at', 'count', 'v')
   if f.err then
     out[n + 1] = pttl
     for j = 2, 9 do out[n + j] = false end
     out[n + 6] = -2
-  else
-    local key, layout, held = KEYS[i + 1], 2, nil
-    if f[5] == '2' then
-      held = redis.pcall('ZCARD', key)
-    else
-      key, layout = KEYS[i + 2], 1
-      held = redis.pcall('LLEN', key)
-    end
-    if type(held) == 'table' then held = -1 end
-    local stalled, updated = 0, tonumber(f[3])
-    if layout == 2 and held > 0 and updated and updated < cutoff then
-      if held <= cap then
-        for _, raw in ipairs(redis.call('ZRANGE', key, 0, -1)) do
-          if string.find(raw, '\\n,"status":"in_progress"\\n', 1, true) then stalled = stalled + 1 end
-        end
-      else
-        stalled = -1
-      end
-    end
-    out[n + 1] = pttl
-    out[n + 2] = f[1] or false
-    out[n + 3] = f[2] or false
-    out[n + 4] = f[3] or false
-    out[n + 5] = f[4] or false
-    out[n + 6] = held
-    out[n + 7] = redis.call('PTTL', key)
-    out[n + 8] = layout
-    out[n + 9] = stalled
+    return
   end
-  n = n + 9
+  local key, layout, held = m, 2, nil
+  if f[5] == '2' then
+    held = redis.pcall('ZCARD', key)
+  else
+    key, layout = legacy, 1
+    held = redis.pcall('LLEN', key)
+  end
+  if type(held) == 'table' then held = -1 end
+  local stalled, updated = 0, tonumber(f[3])
+  if layout == 2 and held > 0 and updated and updated < cutoff then
+    if held <= cap then
+      for _, raw in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+        if string.find(raw, '\\n,"status":"in_progress"\\n', 1, true) then stalled = stalled + 1 end
+      end
+    else
+      stalled = -1
+    end
+  end
+  out[n + 1] = pttl
+  out[n + 2] = f[1] or false
+  out[n + 3] = f[2] or false
+  out[n + 4] = f[3] or false
+  out[n + 5] = f[4] or false
+  out[n + 6] = held
+  out[n + 7] = redis.call('PTTL', key)
+  out[n + 8] = layout
+  out[n + 9] = stalled
+end
+"""
+
+# KEYS: meta, m (messages), legacy list of each session in turn
+# ARGV: stall cutoff (ms), the most messages of one session scanned here for stalled replies
+# 9 values per session (``inspect`` above). The cluster's call: one session (one slot) per call.
+REPORT_INSPECT = LuaScript(
+    "report_inspect",
+    NO_WRITES
+    + _REPORT_SESSION_FN
+    + """
+local out = {}
+local cutoff, cap = tonumber(ARGV[1]), tonumber(ARGV[2])
+for i = 1, #KEYS, 3 do
+  inspect(KEYS[i], KEYS[i + 1], KEYS[i + 2], out, (i - 1) / 3 * 9, cutoff, cap)
+end
+return out
+""",
+)
+
+# ARGV: SCAN cursor, the meta key pattern, SCAN COUNT, stall cutoff (ms), the most messages of one
+# session scanned here for stalled replies
+# One step of the report's walk on a single Redis: a SCAN of the meta keys, then ``inspect`` of each
+# key it found (its message keys derived from the meta key's name, which only a single Redis allows:
+# they are not passed in KEYS). Flat: the next cursor, then 10 values per key found: the key and its
+# 9 values. SCAN COUNT bounds the work of a call, as it bounds a plain SCAN's.
+REPORT_SCAN = LuaScript(
+    "report_scan",
+    NO_WRITES
+    + _REPORT_SESSION_FN
+    + """
+local found = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
+local out, n = {found[1]}, 1
+local cutoff, cap = tonumber(ARGV[4]), tonumber(ARGV[5])
+for _, meta in ipairs(found[2]) do
+  local head = string.sub(meta, 1, -5)
+  out[n + 1] = meta
+  inspect(meta, head .. 'm', head .. 'msgs', out, n + 1, cutoff, cap)
+  n = n + 10
+end
+return out
+""",
+)
+
+# ARGV: the session key head (``<prefix>:s:{``), '1' to take MEMORY USAGE of sampled sessions ('0'
+# not), then 4 per session: its owner's index, its id, '1' if it is sampled ('0' if not), its layout
+# The report's second look at a batch of sessions on a single Redis, in one call: first each
+# session's score in its owner's index (false: missing), then 3 values per sampled session: the
+# MEMORY USAGE of its keys summed (false without memory), its first and its last message (false:
+# none), from the message set, or the layout-1 list. The sessions' keys are derived from their ids,
+# which only a single Redis allows.
+REPORT_CHECK = LuaScript(
+    "report_check",
+    NO_WRITES
+    + """
+local head, memory = ARGV[1], ARGV[2] == '1'
+local out, n = {}, 0
+for i = 3, #ARGV, 4 do
+  local score = redis.pcall('ZSCORE', ARGV[i], ARGV[i + 1])
+  if type(score) == 'table' then score = false end
+  n = n + 1
+  out[n] = score
+end
+for i = 3, #ARGV, 4 do
+  if ARGV[i + 2] == '1' then
+    local base = head .. ARGV[i + 1] .. '}:'
+    local list = ARGV[i + 3] ~= '2'
+    local messages = base .. (list and 'msgs' or 'm')
+    out[n + 1] = false
+    if memory then
+      local bytes = 0
+      for _, key in ipairs({base .. 'meta', messages, base .. 'idem', base .. 'ev'}) do
+        bytes = bytes + (redis.call('MEMORY', 'USAGE', key) or 0)
+      end
+      out[n + 1] = bytes
+    end
+    local first, last
+    if list then
+      first, last = redis.pcall('LINDEX', messages, 0), redis.pcall('LINDEX', messages, -1)
+    else
+      first, last = redis.pcall('ZRANGE', messages, 0, 0), redis.pcall('ZRANGE', messages, -1, -1)
+      first, last = not first.err and first[1], not last.err and last[1]
+    end
+    if type(first) ~= 'string' then first = false end
+    if type(last) ~= 'string' then last = false end
+    out[n + 2], out[n + 3] = first, last
+    n = n + 3
+  end
 end
 return out
 """,
@@ -871,6 +951,43 @@ for i = 1, #KEYS do
   local owner = redis.pcall('HGET', KEYS[i], 'owner')
   if type(owner) == 'table' then owner = false end
   out[i] = owner
+end
+return out
+""",
+)
+
+# ARGV: SCAN cursor, the owner index pattern, SCAN COUNT, '1' to take MEMORY USAGE ('0' not), the
+# largest index read here, the most entries read in one call, the session key head (``<prefix>:s:{``)
+# One step of the report's walk over the owner indexes on a single Redis: a SCAN, then for each
+# sorted set found: its key, its size, its MEMORY USAGE (false without memory), and its entries as a
+# flat list of (session id, score, that session's owner field or false), or false when the index is
+# larger than asked or the call has read its share of entries (the caller reads those itself).
+# Flat: the next cursor, then 4 values per index. Keys that are not sorted sets, or are empty, are
+# skipped. The sessions' meta keys are derived from the entries, which only a single Redis allows.
+REPORT_INDEXES = LuaScript(
+    "report_indexes",
+    NO_WRITES
+    + """
+local found = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
+local memory, largest, budget, head = ARGV[4] == '1', tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+local out, n = {found[1]}, 1
+for _, index in ipairs(found[2]) do
+  local size = redis.pcall('ZCARD', index)
+  if type(size) == 'number' and size > 0 then
+    out[n + 1], out[n + 2], out[n + 3], out[n + 4] = index, size, false, false
+    if memory then out[n + 3] = redis.call('MEMORY', 'USAGE', index) or 0 end
+    if size <= largest and size <= budget then
+      budget = budget - size
+      local entries, rows = redis.call('ZRANGE', index, 0, -1, 'WITHSCORES'), {}
+      for j = 1, #entries, 2 do
+        local owner = redis.pcall('HGET', head .. entries[j] .. '}:meta', 'owner')
+        if type(owner) ~= 'string' then owner = false end
+        rows[#rows + 1], rows[#rows + 2], rows[#rows + 3] = entries[j], entries[j + 1], owner
+      end
+      out[n + 4] = rows
+    end
+    n = n + 4
+  end
 end
 return out
 """,
