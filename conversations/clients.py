@@ -362,7 +362,7 @@ def _async_sentinel(alias: str, url: str, options: Mapping[str, Any]) -> _Built:
         options.get("SENTINEL_KWARGS") or {k: v for k, v in connection.items() if k.startswith("socket_")}
     )
     sentinel_kwargs.setdefault("max_connections", _UNCAPPED)
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(  # type: ignore[no-untyped-call,unused-ignore]
         sentinels, sentinel_kwargs=sentinel_kwargs, **connection, **_no_retry()
     )
     # The store writes: always the primary, whatever ``is_master`` the URL carries.

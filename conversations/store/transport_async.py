@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import redis
@@ -39,12 +39,12 @@ logger = logging.getLogger("conversations")
 T = TypeVar("T")
 
 
-async def _take_connection(pool: redis.asyncio.ConnectionPool, command: str) -> Any:
-    """A connected connection from ``pool`` (the one redis-py version switch here: 5.3 deprecated
-    naming a command, 5.0 requires it)."""
+def _take_connection(pool: redis.asyncio.ConnectionPool, command: str) -> Awaitable[Any]:
+    """A connected connection from ``pool``, to await (the one redis-py version switch here: 5.3
+    deprecated naming a command, 5.0 requires it)."""
     if _POOL_TAKES_NO_COMMAND:
-        return await pool.get_connection()
-    return await pool.get_connection(command)  # pragma: no cover - redis-py < 5.3
+        return pool.get_connection()  # type: ignore[no-untyped-call,unused-ignore]
+    return pool.get_connection(command)  # type: ignore[no-untyped-call,unused-ignore]  # pragma: no cover
 
 
 def _own_pool(client: Any) -> redis.asyncio.ConnectionPool | None:
@@ -199,22 +199,40 @@ async def _send(
     conn = await _take_connection(pool, commands[0][0])
     try:
         packed = _pack(conn, commands)
-        if retry:
-
-            async def send() -> list[Any]:
-                await conn.send_packed_command(packed)
-                return [await conn.read_response() for _ in commands]
-
-            async def failed(_error: Exception) -> None:
-                await conn.disconnect()
-
-            replies: list[Any] = await conn.retry.call_with_retry(send, failed)
-        else:
-            await conn.send_packed_command(packed)
-            replies = [await conn.read_response() for _ in commands]
+        try:
+            replies = await _exchange(conn, packed, len(commands))
+        except Exception as error:
+            if not retry:
+                raise
+            replies = await _retried(conn, packed, len(commands), error)
     except BaseException:
         await conn.disconnect(nowait=True)
         raise
     finally:
         await pool.release(conn)
+    return replies
+
+
+async def _exchange(conn: Any, packed: Any, count: int) -> list[Any]:
+    await conn.send_packed_command(packed)
+    if count == 1:
+        return [await conn.read_response()]
+    return [await conn.read_response() for _ in range(count)]
+
+
+async def _retried(conn: Any, packed: Any, count: int, error: Exception) -> list[Any]:
+    """What the connection's retry policy makes of a first attempt that raised ``error``: the policy
+    sees that attempt fail (and decides whether the error is one to retry, and how often), then makes
+    the further attempts. The first attempt ran outside it, so a call that succeeds pays nothing."""
+    first = [error]
+
+    async def attempt() -> list[Any]:
+        if first:
+            raise first.pop()
+        return await _exchange(conn, packed, count)
+
+    async def failed(_error: Exception) -> None:
+        await conn.disconnect()
+
+    replies: list[Any] = await conn.retry.call_with_retry(attempt, failed)
     return replies
