@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 from django_redis.client import DefaultClient
@@ -211,8 +212,6 @@ def _builtin_cache_client(alias: str, config: Mapping[str, Any]) -> Any:
 
 
 def _cache_config(alias: str) -> Mapping[str, Any]:
-    from django.conf import settings
-
     caches: Mapping[str, Any] = getattr(settings, "CACHES", {})
     config: Mapping[str, Any] | None = caches.get(alias)
     if config is None:
@@ -409,8 +408,6 @@ def _build_async_cache_client(alias: str, config: Mapping[str, Any]) -> _Built:
     if backend != DJANGO_REDIS_BACKEND:
         raise _not_a_redis_cache(alias)
     _refuse_shard_client(alias, config)
-    from django.conf import settings
-
     options: Mapping[str, Any] = config.get("OPTIONS") or {}
     servers = _server_list(config.get("LOCATION"), ",")
     if not servers:
@@ -441,6 +438,9 @@ class _LoopClients:
         self.entries: dict[tuple[str, ...], tuple[str, Any, list[Any]]] = {}
         # Clients replaced because their configuration changed (tests do that); closed with the loop.
         self.retired: list[Any] = []
+        # get_async_redis_client's answers by its ``alias`` argument: (the settings it was worked out
+        # from, as _settings_copy took them, and the client). The store asks on every async call.
+        self.answers: dict[str | None, tuple[tuple[Any, Any], Any]] = {}
 
 
 _loop_clients: dict[asyncio.AbstractEventLoop, _LoopClients] = {}
@@ -546,7 +546,43 @@ def async_cache_client(alias: str) -> AsyncRedisClient:
 def get_async_redis_client(alias: str | None = None) -> AsyncRedisClient:
     """The async client the store uses on the running loop: ``ASYNC_CLIENT_FACTORY(alias)`` if set
     (called once per event loop), else ``async_cache_client(alias)``; ``alias`` defaults to
-    ``CONVERSATIONS["CACHE_ALIAS"]``."""
+    ``CONVERSATIONS["CACHE_ALIAS"]``.
+
+    The store calls this on every async call, so the answer is kept per loop and given again for as
+    long as ``CONVERSATIONS`` and ``CACHES`` (all it depends on) compare equal to what they were.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = _running_loop("get_async_redis_client")  # raises the explanation
+    now = (getattr(settings, "CONVERSATIONS", None), getattr(settings, "CACHES", None))
+    clients = _loop_clients.get(loop)
+    answer = clients.answers.get(alias) if clients is not None else None
+    if answer is not None and answer[0] == now:
+        result: AsyncRedisClient = answer[1]
+        return result
+    result = _resolve_async_client(alias)
+    clients = _loop_clients.get(loop)
+    if clients is not None:  # always, once a client was made on this loop
+        clients.answers[alias] = (_settings_copy(now), result)
+    return result
+
+
+def _settings_copy(value: Any) -> Any:
+    """``value`` with its dicts, lists, tuples and sets copied (an edit in place then shows as a
+    difference) and everything else kept as is (compared as itself, like ``repr`` fingerprints)."""
+    if isinstance(value, dict):
+        return {key: _settings_copy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_settings_copy(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_settings_copy(item) for item in value)
+    if isinstance(value, set):
+        return set(value)
+    return value
+
+
+def _resolve_async_client(alias: str | None) -> AsyncRedisClient:
     from conversations.conf import conf
 
     alias = alias or conf.CACHE_ALIAS
