@@ -257,6 +257,37 @@ def summary_from_reply(
     return SessionSummary(**values) if messages is None else Session(**values, messages=messages)
 
 
+def listed_summaries(flat: list[Any], owner: str, now_ms: float) -> list[SessionSummary]:
+    """``LIST_PAGE``'s flat summaries (7 values a session: id, expires, title, metadata, created_at,
+    updated_at, count) as summaries."""
+    owner_o = owner or None
+    stamp, summary = _fromtimestamp, SessionSummary
+    found: list[SessionSummary] = []
+    append = found.append
+    for at in range(0, len(flat), 7):
+        session_id, expires, title, metadata, created, updated, count = flat[at : at + 7]
+        if type(expires) is not int:  # the stored expires_at
+            expires_at: datetime | None = stamp(int(expires) / 1000, UTC)
+        elif expires < 0:  # layout 1 without a TTL
+            expires_at = None
+        else:  # layout 1: the remaining TTL
+            expires_at = stamp((now_ms + expires) / 1000, UTC)
+        session_id = as_text(session_id)
+        append(
+            summary(
+                session_id,
+                owner_o,
+                as_text(title),
+                decode_metadata(metadata, session_id),
+                stamp(int(created) / 1000, UTC),
+                stamp(int(updated) / 1000, UTC),
+                expires_at,
+                int(count),
+            )
+        )
+    return found
+
+
 def score_pairs(reply: Sequence[Any]) -> list[tuple[Any, Any]]:
     """(member, score) pairs of a ``WITHSCORES`` reply, flat (RESP2) or paired (RESP3, or a client
     that applied its own reply callback)."""
