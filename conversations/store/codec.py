@@ -259,33 +259,46 @@ def summary_from_reply(
 
 def listed_summaries(flat: list[Any], owner: str, now_ms: float) -> list[SessionSummary]:
     """``LIST_PAGE``'s flat summaries (7 values a session: id, expires, title, metadata, created_at,
-    updated_at, count) as summaries."""
-    owner_o = owner or None
-    stamp, summary = _fromtimestamp, SessionSummary
+    updated_at, count) as summaries, each decoded when first read (a listing builds thousands, and a
+    caller often reads few of them)."""
+    pending = (_decode_listed, flat, owner or None, now_ms)
+    new, set_pending, set_at = object.__new__, _SET_PENDING, _SET_AT
+    cls = SessionSummary
     found: list[SessionSummary] = []
     append = found.append
     for at in range(0, len(flat), 7):
-        session_id, expires, title, metadata, created, updated, count = flat[at : at + 7]
-        if type(expires) is not int:  # the stored expires_at
-            expires_at: datetime | None = stamp(int(expires) / 1000, UTC)
-        elif expires < 0:  # layout 1 without a TTL
-            expires_at = None
-        else:  # layout 1: the remaining TTL
-            expires_at = stamp((now_ms + expires) / 1000, UTC)
-        session_id = as_text(session_id)
-        append(
-            summary(
-                session_id,
-                owner_o,
-                as_text(title),
-                decode_metadata(metadata, session_id),
-                stamp(int(created) / 1000, UTC),
-                stamp(int(updated) / 1000, UTC),
-                expires_at,
-                int(count),
-            )
-        )
+        summary = new(cls)
+        set_pending(summary, pending)
+        set_at(summary, at)
+        append(summary)
     return found
+
+
+_SET_PENDING = SessionSummary._pending.__set__  # type: ignore[attr-defined]
+_SET_AT = SessionSummary._at.__set__  # type: ignore[attr-defined]
+
+
+def _decode_listed(
+    summary: SessionSummary, flat: list[Any], at: int, owner: str | None, now_ms: float
+) -> None:
+    """Fill a listed summary's fields from its values in ``LIST_PAGE``'s reply."""
+    session_id, expires, title, metadata, created, updated, count = flat[at : at + 7]
+    if type(expires) is not int:  # the stored expires_at
+        expires_at: datetime | None = from_millis(expires)
+    elif expires < 0:  # layout 1 without a TTL
+        expires_at = None
+    else:  # layout 1: the remaining TTL, from when it was listed
+        expires_at = from_millis(now_ms + expires)
+    session_id = as_text(session_id)
+    put = object.__setattr__
+    put(summary, "id", session_id)
+    put(summary, "owner", owner)
+    put(summary, "title", as_text(title))
+    put(summary, "metadata", decode_metadata(metadata, session_id))
+    put(summary, "created_at", from_millis(created))
+    put(summary, "updated_at", from_millis(updated))
+    put(summary, "expires_at", expires_at)
+    put(summary, "message_count", int(count))
 
 
 def score_pairs(reply: Sequence[Any]) -> list[tuple[Any, Any]]:

@@ -418,23 +418,24 @@ LIST_PAGE = LuaScript(
 local index, owner, head = KEYS[1], ARGV[1], ARGV[5]
 local max, after, want, budget = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[6])
 local out, gone, n, found, read, score = {}, {}, 0, 0, 0, false
+local call, find = redis.call, string.find  -- locals: a global lookup per session shows at 20,000
 while true do
   local size = math.min(want - found + 1, budget - read)
   if size < 1 then return {out, gone, -1, score, max, after} end
   local entries = index_page(index, max, after, size)
   for j = 1, #entries, 2 do
     local id = entries[j]
-    if #id == 22 and not string.find(id, '[^A-Za-z0-9_%-]') then
+    if #id == 22 and not find(id, '[^A-Za-z0-9_%-]') then
       local key = head .. id .. '}:meta'
-      local f = redis.call('HMGET', key, 'owner', 'v', 'count', 'title', 'metadata', 'created_at',
+      local f = call('HMGET', key, 'owner', 'v', 'count', 'title', 'metadata', 'created_at',
                            'updated_at', 'expires_at')
       local live = f[1] == owner
       if live then
         local held
         if f[2] then
-          held = redis.call('ZCARD', head .. id .. '}:m')
+          held = call('ZCARD', head .. id .. '}:m')
         else
-          held = redis.call('LLEN', head .. id .. '}:msgs')
+          held = call('LLEN', head .. id .. '}:msgs')
         end
         live = held == tonumber(f[3])
       end
@@ -444,7 +445,7 @@ while true do
         return {out, gone, 1, score, max, after}
       else
         out[n + 1] = id
-        out[n + 2] = f[8] or redis.call('PTTL', key)
+        out[n + 2] = f[8] or call('PTTL', key)
         out[n + 3] = f[4] or ''
         out[n + 4] = f[5] or ''
         out[n + 5] = f[6] or '0'
