@@ -471,7 +471,7 @@ def _list_step(
 ) -> Operation[tuple[list[Any], int, Any, Any, Any]]:
     """One ``LIST_PAGE`` call (single Redis) and the pruning of the gone entries it met:
     (flat summaries, more, score of the last one, cursor score, cursor id)."""
-    args = (owner, max_score, after_id, want, ctx.keys.session_head(), max(want + 1, LIST_BUDGET))
+    args = (owner, max_score, after_id, want, ctx.keys.session_head(), LIST_BUDGET)
     flat, gone, more, score, cursor_score, cursor_id = yield Run(scripts.LIST_PAGE, (index,), args)
     if gone:
         yield from _prune_index(ctx, index, [(as_text(session_id), 0) for session_id in gone])
