@@ -257,20 +257,27 @@ def summary_from_reply(
     return SessionSummary(**values) if messages is None else Session(**values, messages=messages)
 
 
-def listed_summaries(flat: list[Any], owner: str, now_ms: float) -> list[SessionSummary]:
+def listed_summaries(flat: list[Any], owner: str, now_ms: float, *, lazy: bool) -> list[SessionSummary]:
     """``LIST_PAGE``'s flat summaries (7 values a session: id, expires, title, metadata, created_at,
-    updated_at, count) as summaries, each decoded when first read (a listing builds thousands, and a
-    caller often reads few of them)."""
-    pending = (_decode_listed, flat, owner or None, now_ms)
-    new, set_pending, set_at = object.__new__, _SET_PENDING, _SET_AT
-    cls = SessionSummary
+    updated_at, count) as summaries. ``lazy``: each one decoded when first read (a whole listing
+    builds thousands, of which a caller often reads little); else at once (a page, shown in full)."""
+    owner_o = owner or None
+    new, cls = object.__new__, SessionSummary
     found: list[SessionSummary] = []
     append = found.append
-    for at in range(0, len(flat), 7):
-        summary = new(cls)
-        set_pending(summary, pending)
-        set_at(summary, at)
-        append(summary)
+    if lazy:
+        pending = (_decode_listed, flat, owner_o, now_ms)
+        set_pending, set_at = _SET_PENDING, _SET_AT
+        for at in range(0, len(flat), 7):
+            summary = new(cls)
+            set_pending(summary, pending)
+            set_at(summary, at)
+            append(summary)
+    else:
+        for at in range(0, len(flat), 7):
+            summary = new(cls)
+            _decode_listed(summary, flat, at, owner_o, now_ms)
+            append(summary)
     return found
 
 
