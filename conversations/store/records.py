@@ -41,13 +41,12 @@ class Message:
 class SessionSummary:
     """A session without its messages, as listings return it.
 
-    A listing builds thousands at once, so it leaves each one's fields as Redis sent them until one is
-    read: ``_pending`` holds the decoder and the reply (shared by the whole batch), ``_at`` where this
-    session's values start in it. Reading any field then decodes them all, once.
+    A whole listing builds thousands at once, so it leaves their fields as Redis sent them until one
+    is read: ``_pending`` is then the decoder of the batch the summary came in (a few hundred of them,
+    sharing one reply), which fills every summary of the batch at once.
     """
 
     __slots__ = (
-        "_at",
         "_pending",
         "created_at",
         "expires_at",
@@ -85,19 +84,16 @@ class SessionSummary:
         def __getattr__(self, name: str) -> Any:
             # Reached only when a slot is unset: a listed summary not decoded yet (or a real miss).
             try:
-                pending = _PENDING.__get__(self)
+                decode = _PENDING.__get__(self)
             except AttributeError:
                 raise AttributeError(
                     f"{type(self).__name__!r} object has no attribute {name!r}", name=name, obj=self
                 ) from None
-            _PENDING.__delete__(self)
-            decode, reply, *context = pending
-            decode(self, reply, _AT.__get__(self), *context)
+            decode()
             return object.__getattribute__(self, name)
 
 
 _PENDING = SessionSummary._pending  # type: ignore[attr-defined]
-_AT = SessionSummary._at  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
