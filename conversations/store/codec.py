@@ -26,7 +26,7 @@ import base64
 import binascii
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -274,19 +274,9 @@ def listed_summaries(flat: list[Any], owner: str, now_ms: float, *, lazy: bool) 
 
 _EMPTY_METADATA = (b"{}", "{}", b"", "", None)
 _SET_PENDING = SessionSummary._pending.__set__  # type: ignore[attr-defined]
-_SETTERS = tuple(
-    getattr(SessionSummary, name).__set__
-    for name in (
-        "id",
-        "owner",
-        "title",
-        "metadata",
-        "created_at",
-        "updated_at",
-        "expires_at",
-        "message_count",
-    )
-)
+#: Each field's slot setter, in the fields' order (id, owner, title, metadata, created_at, updated_at,
+#: expires_at, message_count).
+_SETTERS = tuple(getattr(SessionSummary, f.name).__set__ for f in fields(SessionSummary))
 
 
 class _ListedBatch:
