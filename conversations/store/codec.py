@@ -263,13 +263,15 @@ def listed_summaries(flat: list[Any], owner: str, now_ms: float, *, lazy: bool) 
     listing builds thousands, of which a caller may read little); else at once (a page, shown in full).
     """
     batch = _ListedBatch(flat, owner or None, now_ms, len(flat) // 7)
+    summaries = batch.summaries
+    assert summaries is not None
     if lazy:
         set_pending = _SET_PENDING
-        for summary in batch.summaries:
+        for summary in summaries:
             set_pending(summary, batch)
     else:
         batch()
-    return batch.summaries
+    return summaries
 
 
 _EMPTY_METADATA = (b"{}", "{}", b"", "", None)
@@ -289,20 +291,20 @@ class _ListedBatch:
         self.flat: list[Any] | None = flat
         self.owner = owner
         self.now_ms = now_ms
-        self.summaries = [new(cls) for _ in range(count)]
+        self.summaries: list[SessionSummary] | None = [new(cls) for _ in range(count)]
 
     def __call__(self) -> None:
         flat = self.flat
         if flat is None:  # decoded already
             return
-        owner, now_ms = self.owner, self.now_ms
+        owner, now_ms, summaries = self.owner, self.now_ms, self.summaries or []
         stamp, utc, empty = _fromtimestamp, UTC, _EMPTY_METADATA
         put_id, put_owner, put_title, put_metadata, put_created, put_updated, put_expires, put_count = (
             _SETTERS
         )
         at = 0
         # One pass, no call per field that can be avoided: a listing decodes thousands.
-        for summary in self.summaries:
+        for summary in summaries:
             session_id, expires, title, metadata, created, updated, count = flat[at : at + 7]
             at += 7
             session_id = session_id.decode() if type(session_id) is bytes else session_id
@@ -319,7 +321,8 @@ class _ListedBatch:
             put_created(summary, stamp(int(created) / 1000, utc))
             put_updated(summary, stamp(int(updated) / 1000, utc))
             put_count(summary, int(count))
-        self.flat = None
+        # Done: let go of the reply, and of the summaries (each still points here: no cycle is left).
+        self.flat = self.summaries = None
 
 
 def score_pairs(reply: Sequence[Any]) -> list[tuple[Any, Any]]:
