@@ -501,3 +501,75 @@ def test_async_listing_equals_the_sync_one(store: ConversationStore) -> None:
     assert [_listed_fields(s) for s in asyncio.run(walk())] == [
         _listed_fields(s) for s in store.list_sessions(owner="par")
     ]
+
+
+def test_a_listed_summary_behaves_like_any_other(any_store: ConversationStore) -> None:
+    """A listing decodes each summary when it is first read: to a caller it is a summary like the one
+    ``get_session_summary`` returns (equal, printable, copyable, picklable, frozen)."""
+    import copy
+    import dataclasses
+    import pickle
+
+    session = any_store.create_session(owner="like", title="Überblick", metadata={"k": [1, 2]})
+    any_store.append_message(session.id, role="user", content="hi", owner="like")
+    read = any_store.get_session_summary(session.id, owner="like")
+    for pick in (
+        lambda s: s,
+        lambda s: pickle.loads(pickle.dumps(s)),
+        copy.copy,
+        copy.deepcopy,
+        lambda s: dataclasses.replace(s, title="Überblick"),
+    ):
+        (listed,) = any_store.list_sessions(owner="like")
+        assert pick(listed) == read
+    (listed,) = any_store.list_sessions(owner="like")
+    assert repr(listed) == repr(read)
+    assert dataclasses.asdict(listed) == dataclasses.asdict(read)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        listed.title = "x"  # type: ignore[misc]
+    (fresh,) = any_store.list_sessions(owner="like")
+    with pytest.raises(AttributeError):
+        fresh.no_such_field  # type: ignore[attr-defined]  # noqa: B018
+    assert fresh == read
+    (page,) = any_store.list_sessions_page(owner="like").sessions
+    assert (page.expires_at, page.message_count, page.session_id) == (read.expires_at, 1, session.id)
+
+
+@pytest.mark.parametrize(("chunk", "budget"), [(3, 1000), (500, 4)])
+def test_the_full_listing_walks_chunks_and_prunes_what_is_gone(
+    any_store: ConversationStore, monkeypatch: Any, chunk: int, budget: int
+) -> None:
+    """``list_sessions`` reads the index a few sessions per call (``chunk``), and a call stops early
+    after ``budget`` entries: either way every live session is listed once, newest first, gone ones
+    are pruned, and index entries that are not session ids are skipped and left alone."""
+    from conversations.store import operations
+    from conversations.store.codec import as_text
+    from tests.factories import put_session
+
+    monkeypatch.setattr(operations, "LIST_CHUNK", chunk)
+    monkeypatch.setattr(operations, "LIST_BUDGET", budget)
+    pipe = any_store.client.pipeline(transaction=False)
+    now = int(time.time() * 1000)
+    ids = [
+        put_session(
+            pipe, any_store.keys, owner="walk", created_at=now - i, updated_at=now - i, messages=i % 3
+        )
+        for i in range(20)
+    ]
+    pipe.execute()
+    index = any_store.keys.owner_index("walk")
+    gone = ids[4:13]
+    for session_id in gone:
+        any_store.client.delete(any_store.keys.meta(session_id))
+    any_store.client.zadd(index, {"not-a-session-id": now - 5, "x" * 21 + "}": now - 6})
+    listed = any_store.list_sessions(owner="walk")
+    assert [s.id for s in listed] == [sid for sid in ids if sid not in gone]
+    assert [s.message_count for s in listed] == [i % 3 for i, sid in enumerate(ids) if sid not in gone]
+    left = {as_text(member) for member in any_store.client.zrange(index, 0, -1)}
+    assert left == {sid for sid in ids if sid not in gone} | {"not-a-session-id", "x" * 21 + "}"}
+    monkeypatch.setattr(operations, "LIST_BUDGET", 1000)
+    page = any_store.list_sessions_page(owner="walk", limit=4)
+    assert [s.id for s in page.sessions] == ids[:4]
+    rest = any_store.list_sessions_page(owner="walk", limit=20, cursor=page.next_cursor)
+    assert [s.id for s in rest.sessions] == ids[13:]
+    assert rest.next_cursor is None

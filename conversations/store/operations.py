@@ -11,7 +11,7 @@ import secrets
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -407,37 +407,94 @@ def update_session(
     return _summary(session_id, owner_v, reply[:7])
 
 
+#: Sessions one ``LIST_PAGE`` call returns while ``list_sessions`` walks a whole index.
+LIST_CHUNK = 500
+#: The most index entries one ``LIST_PAGE`` call reads (past that many gone ones it answers early).
+LIST_BUDGET = 1000
+
+
 def list_sessions_page(
     ctx: Context, *, owner: str | None, limit: int, cursor: str | None
 ) -> Operation[SessionPage]:
     owner_v = validation.owner_value(owner)
     limit = validation.positive_int(limit, field="limit", maximum=1000)
-    index = ctx.keys.owner_index(owner_v)
     max_score: int | str = "+inf"
     after_id = ""
     if cursor is not None:
         max_score, after_id = codec.decode_session_cursor(cursor)
+    if ctx.topology.cluster:
+        return (yield from _cluster_page(ctx, owner_v, limit, max_score, after_id))
+    index = ctx.keys.owner_index(owner_v)
+    found: list[SessionSummary] = []
+    last: tuple[Any, Any] = (None, None)
+    more: int = -1
+    while more == -1:
+        flat, more, score, max_score, after_id = yield from _list_step(
+            ctx, index, owner_v, max_score, after_id, limit - len(found)
+        )
+        if flat:
+            found += codec.listed_summaries(flat, owner_v, time.time() * 1000, lazy=False)
+            last = (score, flat[-7])
+    next_cursor = None
+    if more == 1:
+        next_cursor = codec.encode_session_cursor(_score(last[0]), as_text(last[1]))
+    return SessionPage(sessions=found, next_cursor=next_cursor)
+
+
+def list_sessions(ctx: Context, *, owner: str | None) -> Operation[list[SessionSummary]]:
+    """Every live session of ``owner``, most recently active first: ``LIST_PAGE`` calls of
+    ``LIST_CHUNK`` sessions on a single Redis, pages of as many on a cluster."""
+    owner_v = validation.owner_value(owner)
+    found: list[SessionSummary] = []
+    max_score: int | str = "+inf"
+    after_id = ""
+    if ctx.topology.cluster:
+        while True:
+            page = yield from _cluster_page(ctx, owner_v, LIST_CHUNK, max_score, after_id)
+            found += page.sessions
+            if page.next_cursor is None:
+                return found
+            max_score, after_id = codec.decode_session_cursor(page.next_cursor)
+    index = ctx.keys.owner_index(owner_v)
+    more = -1
+    while more:
+        flat, more, _, max_score, after_id = yield from _list_step(
+            ctx, index, owner_v, max_score, after_id, LIST_CHUNK
+        )
+        if flat:
+            found += codec.listed_summaries(flat, owner_v, time.time() * 1000, lazy=True)
+    return found
+
+
+def _list_step(
+    ctx: Context, index: str, owner: str, max_score: int | str, after_id: Any, want: int
+) -> Operation[tuple[list[Any], int, Any, Any, Any]]:
+    """One ``LIST_PAGE`` call (single Redis) and the pruning of the gone entries it met:
+    (flat summaries, more, score of the last one, cursor score, cursor id)."""
+    args = (owner, max_score, after_id, want, ctx.keys.session_head(), LIST_BUDGET)
+    flat, gone, more, score, cursor_score, cursor_id = yield Run(scripts.LIST_PAGE, (index,), args)
+    if gone:
+        yield from _prune_index(ctx, index, [(as_text(session_id), 0) for session_id in gone])
+    return flat, int(more), score, cursor_score, cursor_id
+
+
+def _cluster_page(
+    ctx: Context, owner_v: str, limit: int, max_score: int | str, after_id: str
+) -> Operation[SessionPage]:
+    """A page on a Redis Cluster, where one script may touch one slot only: index pages
+    (``INDEX_PAGE``), then their sessions' summaries by plain commands."""
+    index = ctx.keys.owner_index(owner_v)
     found: list[tuple[SessionSummary, int]] = []
     batch = limit + 1
-    single = not ctx.topology.cluster
-    head = ctx.keys.session_head()
     while len(found) <= limit:
-        every: list[SessionSummary | None] = []
-        if single:  # the page and its summaries in one script
-            args = (owner_v, max_score, after_id, batch, head)
-            entries, flat = yield Run(scripts.LIST_PAGE, (index,), args)
-        else:
-            entries = yield Run(scripts.INDEX_PAGE, (index,), (max_score, after_id, batch))
+        entries = yield Run(scripts.INDEX_PAGE, (index,), (max_score, after_id, batch))
         pairs = codec.score_pairs(entries)
-        ids = [as_text(raw_id) for raw_id, _ in pairs]
-        if single:
-            every = _parse_summaries(ids, flat, owner_v)
-        keep = [n for n, session_id in enumerate(ids) if SESSION_ID_RE.match(session_id)]
-        candidates = [(ids[n], _score(pairs[n][1])) for n in keep]
-        if single:
-            summaries = [every[n] for n in keep]
-        else:
-            summaries = yield from _summaries_by_commands(ctx, [sid for sid, _ in candidates], owner_v)
+        candidates = [
+            (session_id, _score(raw_score))
+            for raw_id, raw_score in pairs
+            if SESSION_ID_RE.match(session_id := as_text(raw_id))
+        ]
+        summaries = yield from _summaries_by_commands(ctx, [sid for sid, _ in candidates], owner_v)
         stale = []
         for (session_id, score), summary in zip(candidates, summaries, strict=True):
             if summary is None:
@@ -467,52 +524,13 @@ def _score(raw: Any) -> int:
 
 
 _SUMMARY_WANTED = ("owner", *codec.SUMMARY_FIELDS)
-_EMPTY_METADATA = (b"{}", "{}", b"", "", None)
-
-
-def _parse_summaries(session_ids: list[str], flat: list[Any], owner: str) -> list[SessionSummary | None]:
-    """``LIST_PAGE``'s flat summaries (6 values a session) as summaries, None for each one gone, with
-    as few steps per session as a ``SessionSummary`` allows (listings build thousands)."""
-    now_ms = time.time() * 1000
-    owner_o = owner or None
-    stamp, loads, summary = datetime.fromtimestamp, codec.decode_metadata, SessionSummary
-    empty = _EMPTY_METADATA
-    found: list[SessionSummary | None] = []
-    append = found.append
-    at = 0
-    for session_id in session_ids:
-        expires = flat[at]
-        if expires is None:
-            append(None)
-        else:
-            title, metadata, created, updated, count = flat[at + 1 : at + 6]
-            if type(expires) is not int:  # the stored expires_at
-                expires_at: datetime | None = stamp(int(expires) / 1000, UTC)
-            elif expires < 0:  # layout 1 without a TTL
-                expires_at = None
-            else:  # layout 1: the remaining TTL
-                expires_at = stamp((now_ms + expires) / 1000, UTC)
-            append(
-                summary(
-                    session_id,
-                    owner_o,
-                    title.decode("utf-8", "replace") if type(title) is bytes else title,
-                    {} if metadata in empty else loads(metadata, session_id),
-                    stamp(int(created) / 1000, UTC),
-                    stamp(int(updated) / 1000, UTC),
-                    expires_at,
-                    int(count),
-                )
-            )
-        at += 6
-    return found
 
 
 def _summaries_by_commands(
     ctx: Context, session_ids: list[str], owner: str
 ) -> Operation[list[SessionSummary | None]]:
-    """On a Redis Cluster, where one script may touch one slot only: the reads of ``LIST_PAGE``'s
-    summaries as plain commands, in one packed round trip."""
+    """On a Redis Cluster: the reads of ``LIST_PAGE``'s summaries as plain commands, in one packed
+    round trip."""
     keys = ctx.keys
     commands: list[tuple[Any, ...]] = []
     for session_id in session_ids:

@@ -393,43 +393,6 @@ local function index_page(index, max, after, want)
 end
 """
 
-# summaries(meta keys, owner): a listing's summaries, flat, 6 values per session: {expires, title,
-# metadata, created_at, updated_at, count}, or 6 falses when the session is gone: missing, another
-# owner's, or half-evicted (its message set, or the layout-1 list when meta has no ``v``, does not
-# hold ``count`` members). ``expires`` is the stored ``expires_at`` (a string), or the meta key's PTTL
-# (an integer) on layout 1, which did not store it. The cheapest reads that say all that, a few µs a
-# session. Single Redis only (a cluster lists with plain commands, one slot per session), which is why
-# it may derive each session's message key from its meta key.
-_SUMMARIES_FN = """
-local function summaries(keys, owner)
-  local out, n = {}, 0
-  for i = 1, #keys do
-    local key = keys[i]
-    local f = redis.call('HMGET', key, 'owner', 'v', 'count', 'title', 'metadata', 'created_at',
-                         'updated_at', 'expires_at')
-    local live = f[1] == owner
-    if live then
-      local held
-      local head = string.sub(key, 1, -5)
-      if f[2] then held = redis.call('ZCARD', head .. 'm') else held = redis.call('LLEN', head .. 'msgs') end
-      live = held == tonumber(f[3])
-    end
-    if live then
-      out[n + 1] = f[8] or redis.call('PTTL', key)
-      out[n + 2] = f[4] or ''
-      out[n + 3] = f[5] or ''
-      out[n + 4] = f[6] or '0'
-      out[n + 5] = f[7] or '0'
-      out[n + 6] = f[3]
-    else
-      for j = 1, 6 do out[n + j] = false end
-    end
-    n = n + 6
-  end
-  return out
-end
-"""
-
 INDEX_PAGE = LuaScript(
     "index_page",
     NO_WRITES
@@ -440,23 +403,77 @@ return index_page(KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]))
 )
 
 
-# KEYS: the owner's index   ARGV: owner, max score, after id ('' none), how many, the session key head
-# (``<prefix>:s:{``)
-# A page of a listing in one call, on a single Redis: INDEX_PAGE's entries, then LIST_SUMMARIES' flat
-# summaries of each of them, in the same order. It reads the sessions' keys without being passed them
-# (they are named by the index's entries), which only a single Redis allows.
+# KEYS: the owner's index   ARGV: owner, max score, after id ('' none), how many sessions, the session
+# key head (``<prefix>:s:{``), the most index entries to read
+# A listing's next sessions in one call, on a single Redis: it walks the index from the cursor (as
+# INDEX_PAGE does, in chunks) and reads each entry's session, skipping on the server the ones gone
+# (missing, another owner's, or half-evicted: the message set, or the layout-1 list when meta has no
+# ``v``, does not hold ``count`` members), until it has that many sessions and has seen whether a
+# live one follows. Index entries that are not session ids are skipped (neither listed nor pruned).
+# Returns {flat, gone, more, score, cursor score, cursor id}:
+#   flat: 7 values per live session, newest first: id, expires, title, metadata, created_at,
+#     updated_at, count; ``expires`` is the stored ``expires_at`` (a string), or the meta key's PTTL
+#     (an integer) on layout 1, which did not store it;
+#   gone: the ids of the entries read whose session is gone (the caller prunes them);
+#   more: 1 when a live session follows the last one returned, 0 when none does, -1 when the entry
+#     budget ran out first (call again from the cursor: the last entry read);
+#   score: the index score of the last session returned (false for none).
+# It reads the sessions' keys without being passed them (the index names them), which only a single
+# Redis allows; a cluster lists with INDEX_PAGE and plain commands, one slot per session.
 LIST_PAGE = LuaScript(
     "list_page",
     NO_WRITES
     + _INDEX_PAGE_FN
-    + _SUMMARIES_FN
     + """
-local entries = index_page(KEYS[1], ARGV[2], ARGV[3], tonumber(ARGV[4]))
-local metas = {}
-for j = 1, #entries, 2 do metas[#metas + 1] = ARGV[5] .. entries[j] .. '}:meta' end
-return {entries, summaries(metas, ARGV[1])}
+local index, owner, head = KEYS[1], ARGV[1], ARGV[5]
+local max, after, want, budget = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[6])
+local out, gone, n, found, read, score = {}, {}, 0, 0, 0, false
+local call, find = redis.call, string.find  -- locals: a global lookup per session shows at 20,000
+while true do
+  local size = math.min(want - found + 1, budget - read)
+  if size < 1 then return {out, gone, -1, score, max, after} end
+  local entries = index_page(index, max, after, size)
+  for j = 1, #entries, 2 do
+    local id = entries[j]
+    if #id == 22 and not find(id, '[^A-Za-z0-9_%-]') then
+      local key = head .. id .. '}:meta'
+      local f = call('HMGET', key, 'owner', 'v', 'count', 'title', 'metadata', 'created_at',
+                           'updated_at', 'expires_at')
+      local live = f[1] == owner
+      if live then
+        local held
+        if f[2] then
+          held = call('ZCARD', head .. id .. '}:m')
+        else
+          held = call('LLEN', head .. id .. '}:msgs')
+        end
+        live = held == tonumber(f[3])
+      end
+      if not live then
+        gone[#gone + 1] = id
+      elseif found == want then
+        return {out, gone, 1, score, max, after}
+      else
+        out[n + 1] = id
+        out[n + 2] = f[8] or call('PTTL', key)
+        out[n + 3] = f[4] or ''
+        out[n + 4] = f[5] or ''
+        out[n + 5] = f[6] or '0'
+        out[n + 6] = f[7] or '0'
+        out[n + 7] = f[3]
+        n = n + 7
+        found = found + 1
+        score = entries[j + 1]
+      end
+    end
+    max, after = entries[j + 1], id
+  end
+  read = read + #entries / 2
+  if #entries < 2 * size then return {out, gone, 0, score, max, after} end
+end
 """,
 )
+
 
 # --------------------------------------------------------------------------------- messages
 

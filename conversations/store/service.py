@@ -220,25 +220,11 @@ class ConversationStore:
         )
 
     def list_sessions(self, *, owner: str | None = None) -> list[SessionSummary]:
-        """Every live session of ``owner``, most recently active first (walks the index page by page)."""
-        sessions: list[SessionSummary] = []
-        cursor: str | None = None
-        while True:
-            page = self.list_sessions_page(owner=owner, limit=500, cursor=cursor)
-            sessions.extend(page.sessions)
-            if page.next_cursor is None:
-                return sessions
-            cursor = page.next_cursor
+        """Every live session of ``owner``, most recently active first (walks the index in chunks)."""
+        return self.sync.run(ops.list_sessions(self.ctx, owner=owner))
 
     async def alist_sessions(self, *, owner: str | None = None) -> list[SessionSummary]:
-        sessions: list[SessionSummary] = []
-        cursor: str | None = None
-        while True:
-            page = await self.alist_sessions_page(owner=owner, limit=500, cursor=cursor)
-            sessions.extend(page.sessions)
-            if page.next_cursor is None:
-                return sessions
-            cursor = page.next_cursor
+        return await self.aio.run(ops.list_sessions(self.ctx, owner=owner))
 
     # ------------------------------------------------------------------ sessions, beyond the seed
 
