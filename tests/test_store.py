@@ -504,8 +504,8 @@ def test_async_listing_equals_the_sync_one(store: ConversationStore) -> None:
 
 
 def test_a_listed_summary_behaves_like_any_other(any_store: ConversationStore) -> None:
-    """A listing decodes each summary when it is first read: to a caller it is a summary like the one
-    ``get_session_summary`` returns (equal, printable, copyable, picklable, frozen)."""
+    """A listing builds its summaries by filling their slots directly: to a caller each is a summary
+    like the one ``get_session_summary`` returns (equal, printable, copyable, picklable, frozen)."""
     import copy
     import dataclasses
     import pickle

@@ -257,72 +257,42 @@ def summary_from_reply(
     return SessionSummary(**values) if messages is None else Session(**values, messages=messages)
 
 
-def listed_summaries(flat: list[Any], owner: str, now_ms: float, *, lazy: bool) -> list[SessionSummary]:
+def listed_summaries(flat: list[Any], owner: str, now_ms: float) -> list[SessionSummary]:
     """``LIST_PAGE``'s flat summaries (7 values a session: id, expires, title, metadata, created_at,
-    updated_at, count) as summaries. ``lazy``: decoded when one of them is first read (a whole
-    listing builds thousands, of which a caller may read little); else at once (a page, shown in full).
-    """
-    batch = _ListedBatch(flat, owner or None, now_ms, len(flat) // 7)
-    summaries = batch.summaries
-    assert summaries is not None
-    if lazy:
-        set_pending = _SET_PENDING
-        for summary in summaries:
-            set_pending(summary, batch)
-    else:
-        batch()
+    updated_at, count) as summaries, in one pass: a whole listing builds thousands.
+
+    Each summary is made empty and its slots filled directly (what a frozen dataclass's own
+    ``__init__`` does through ``object.__setattr__``, at several times the cost)."""
+    owner_v = owner or None
+    new, cls = object.__new__, SessionSummary
+    stamp, utc, empty = _fromtimestamp, UTC, _EMPTY_METADATA
+    put_id, put_owner, put_title, put_metadata, put_created, put_updated, put_expires, put_count = _SETTERS
+    summaries = []
+    for at in range(0, len(flat) - 6, 7):
+        session_id, expires, title, metadata, created, updated, count = flat[at : at + 7]
+        session_id = session_id.decode() if type(session_id) is bytes else session_id
+        summary = new(cls)
+        if type(expires) is not int:  # the stored expires_at
+            put_expires(summary, stamp(int(expires) / 1000, utc))
+        elif expires < 0:  # layout 1 without a TTL
+            put_expires(summary, None)
+        else:  # layout 1: the remaining TTL, from when it was listed
+            put_expires(summary, stamp((now_ms + expires) / 1000, utc))
+        put_id(summary, session_id)
+        put_owner(summary, owner_v)
+        put_title(summary, title.decode("utf-8", "replace") if type(title) is bytes else title)
+        put_metadata(summary, {} if metadata in empty else decode_metadata(metadata, session_id))
+        put_created(summary, stamp(int(created) / 1000, utc))
+        put_updated(summary, stamp(int(updated) / 1000, utc))
+        put_count(summary, int(count))
+        summaries.append(summary)
     return summaries
 
 
 _EMPTY_METADATA = (b"{}", "{}", b"", "", None)
-_SET_PENDING = SessionSummary._pending.__set__  # type: ignore[attr-defined]
 #: Each field's slot setter, in the fields' order (id, owner, title, metadata, created_at, updated_at,
 #: expires_at, message_count).
 _SETTERS = tuple(getattr(SessionSummary, f.name).__set__ for f in fields(SessionSummary))
-
-
-class _ListedBatch:
-    """The summaries of one ``LIST_PAGE`` reply, and (called) their decoding from it, done once."""
-
-    __slots__ = ("flat", "now_ms", "owner", "summaries")
-
-    def __init__(self, flat: list[Any], owner: str | None, now_ms: float, count: int) -> None:
-        new, cls = object.__new__, SessionSummary
-        self.flat: list[Any] | None = flat
-        self.owner = owner
-        self.now_ms = now_ms
-        self.summaries: list[SessionSummary] | None = [new(cls) for _ in range(count)]
-
-    def __call__(self) -> None:
-        flat = self.flat
-        if flat is None:  # decoded already
-            return
-        owner, now_ms, summaries = self.owner, self.now_ms, self.summaries or []
-        stamp, utc, empty = _fromtimestamp, UTC, _EMPTY_METADATA
-        put_id, put_owner, put_title, put_metadata, put_created, put_updated, put_expires, put_count = (
-            _SETTERS
-        )
-        at = 0
-        # One pass, no call per field that can be avoided: a listing decodes thousands.
-        for summary in summaries:
-            session_id, expires, title, metadata, created, updated, count = flat[at : at + 7]
-            at += 7
-            session_id = session_id.decode() if type(session_id) is bytes else session_id
-            if type(expires) is not int:  # the stored expires_at
-                put_expires(summary, stamp(int(expires) / 1000, utc))
-            elif expires < 0:  # layout 1 without a TTL
-                put_expires(summary, None)
-            else:  # layout 1: the remaining TTL, from when it was listed
-                put_expires(summary, stamp((now_ms + expires) / 1000, utc))
-            put_id(summary, session_id)
-            put_owner(summary, owner)
-            put_title(summary, title.decode("utf-8", "replace") if type(title) is bytes else title)
-            put_metadata(summary, {} if metadata in empty else decode_metadata(metadata, session_id))
-            put_created(summary, stamp(int(created) / 1000, utc))
-            put_updated(summary, stamp(int(updated) / 1000, utc))
-            put_count(summary, int(count))
-        # Done: let go of the reply, and of the summaries (each still points here: no cycle is left).
-        self.flat = self.summaries = None
 
 
 def score_pairs(reply: Sequence[Any]) -> list[tuple[Any, Any]]:

@@ -433,7 +433,7 @@ def list_sessions_page(
             ctx, index, owner_v, max_score, after_id, limit - len(found)
         )
         if flat:
-            found += codec.listed_summaries(flat, owner_v, time.time() * 1000, lazy=False)
+            found += codec.listed_summaries(flat, owner_v, time.time() * 1000)
             last = (score, flat[-7])
     next_cursor = None
     if more == 1:
@@ -462,7 +462,7 @@ def list_sessions(ctx: Context, *, owner: str | None) -> Operation[list[SessionS
             ctx, index, owner_v, max_score, after_id, LIST_CHUNK
         )
         if flat:
-            found += codec.listed_summaries(flat, owner_v, time.time() * 1000, lazy=True)
+            found += codec.listed_summaries(flat, owner_v, time.time() * 1000)
     return found
 
 

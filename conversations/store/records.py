@@ -8,9 +8,9 @@ one instance between two calls.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 
 @dataclass(slots=True)
@@ -37,26 +37,9 @@ class Message:
         return int(self.created_at.timestamp())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SessionSummary:
-    """A session without its messages, as listings return it.
-
-    A whole listing builds thousands at once, so it leaves their fields as Redis sent them until one
-    is read: ``_pending`` is then the decoder of the batch the summary came in (a few hundred of them,
-    sharing one reply), which fills every summary of the batch at once.
-    """
-
-    __slots__ = (
-        "_pending",
-        "created_at",
-        "expires_at",
-        "id",
-        "message_count",
-        "metadata",
-        "owner",
-        "title",
-        "updated_at",
-    )
+    """A session without its messages, as listings return it."""
 
     id: str
     owner: str | None
@@ -71,29 +54,6 @@ class SessionSummary:
     def session_id(self) -> str:
         """The seed store's name for ``id``."""
         return self.id
-
-    def __getstate__(self) -> list[Any]:
-        return [getattr(self, f.name) for f in fields(self)]
-
-    def __setstate__(self, state: list[Any]) -> None:
-        for f, value in zip(fields(self), state, strict=True):
-            object.__setattr__(self, f.name, value)
-
-    if not TYPE_CHECKING:  # to mypy, a class with __getattr__ has every attribute
-
-        def __getattr__(self, name: str) -> Any:
-            # Reached only when a slot is unset: a listed summary not decoded yet (or a real miss).
-            try:
-                decode = _PENDING.__get__(self)
-            except AttributeError:
-                raise AttributeError(
-                    f"{type(self).__name__!r} object has no attribute {name!r}", name=name, obj=self
-                ) from None
-            decode()
-            return object.__getattribute__(self, name)
-
-
-_PENDING = SessionSummary._pending  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
