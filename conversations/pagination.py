@@ -8,6 +8,7 @@ page asks Redis for one window of ``limit`` (+1) messages whatever the length of
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import quote_plus
 
 from rest_framework.request import Request
 from rest_framework.utils.urls import replace_query_param
@@ -58,4 +59,9 @@ def page_link(request: Request, cursor: str | None) -> str | None:
     """The absolute URL of this listing with ``cursor`` in its query string (``limit`` is kept)."""
     if cursor is None:
         return None
-    return replace_query_param(request.build_absolute_uri(), "cursor", cursor)
+    url = request.build_absolute_uri()
+    if "?" not in url:
+        # No query to merge with: ``replace_query_param``'s result without taking the URL apart and
+        # putting it back together (Django quotes any ``?`` or ``#`` of the path; none is a fragment).
+        return f"{url}?cursor={quote_plus(cursor)}"
+    return replace_query_param(url, "cursor", cursor)
