@@ -50,9 +50,9 @@ def utc_text(value: datetime) -> str:
     """A time in UTC with milliseconds, always the same shape: ``2026-12-01T19:34:56.000Z``."""
     if value.tzinfo is not UTC:  # the store's times are in UTC already
         value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    # ``isoformat(timespec="milliseconds")`` less its offset, in about half the time: a page of 20
-    # sessions formats 60 of these.
-    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (
+    # ``isoformat(timespec="milliseconds")`` less its offset, in about half the time (a page of 20
+    # sessions formats 60 of these); an f-string with format specs takes twice as long as ``%``.
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (  # noqa: UP031
         value.year,
         value.month,
         value.day,
