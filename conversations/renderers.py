@@ -71,7 +71,9 @@ class FastJSONRenderer(JSONRenderer):
             except TypeError:
                 pass
             else:
-                if b"\xe2\x80\xa8" in encoded or b"\xe2\x80\xa9" in encoded:
+                # U+2028 and U+2029 are E2 80 A8 and E2 80 A9: most bodies hold no E2 byte at all,
+                # which one memchr tells (searching for both sequences took three times the encoding).
+                if b"\xe2" in encoded:
                     encoded = encoded.replace(b"\xe2\x80\xa8", b"\\u2028").replace(
                         b"\xe2\x80\xa9", b"\\u2029"
                     )

@@ -48,10 +48,19 @@ def json_type_name(value: Any) -> str:
 
 def utc_text(value: datetime) -> str:
     """A time in UTC with milliseconds, always the same shape: ``2026-12-01T19:34:56.000Z``."""
-    if value.tzinfo is UTC:  # the store's times: "...56.000+00:00" less its offset (half the cost)
-        return value.isoformat(timespec="milliseconds")[:-6] + "Z"
-    moment = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if value.tzinfo is not UTC:  # the store's times are in UTC already
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    # ``isoformat(timespec="milliseconds")`` less its offset, in about half the time (a page of 20
+    # sessions formats 60 of these); an f-string with format specs takes twice as long as ``%``.
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (  # noqa: UP031
+        value.year,
+        value.month,
+        value.day,
+        value.hour,
+        value.minute,
+        value.second,
+        value.microsecond // 1000,
+    )
 
 
 class UTCTimeField(serializers.DateTimeField):

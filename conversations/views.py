@@ -24,6 +24,7 @@ from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions, status, viewsets
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.decorators import action
+from rest_framework.parsers import BaseParser, JSONParser
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer, JSONRenderer
 from rest_framework.request import Request
@@ -45,6 +46,7 @@ from .exceptions import (
     StoreUnavailable,
 )
 from .pagination import MessageCursor, page_link, read_message_page
+from .parsers import FastJSONParser
 from .renderers import (
     FastJSONRenderer,
     MarkdownRenderer,
@@ -512,6 +514,12 @@ class SessionViewSet(viewsets.GenericViewSet[Any]):
     def get_throttles(self) -> list[BaseThrottle]:
         # The host's default throttles still apply; the ``conversations`` scope comes on top.
         return [*super().get_throttles(), ConversationsRateThrottle()]
+
+    def get_parsers(self) -> list[BaseParser]:
+        # DRF's own JSONParser (not a host's subclass of it) gives way to the same parsing, done faster.
+        return [
+            FastJSONParser() if type(parser) is JSONParser else parser for parser in super().get_parsers()
+        ]
 
     def get_renderers(self) -> list[BaseRenderer]:
         if self.action == "export":
