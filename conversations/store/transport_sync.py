@@ -90,7 +90,9 @@ if hasattr(os, "register_at_fork"):
 
 def _ready(conn: Any) -> None:
     """``conn``, connected and with nothing unread (the server may have closed it since its last
-    use): the check redis-py's pool makes of every connection it hands out."""
+    use): the check redis-py's pool makes of every connection it hands out. A write needs it: sent on
+    a connection the server has closed, it fails, and whether it ran cannot be told, so it is never
+    sent again."""
     conn.connect()
     try:
         if conn.can_read():
@@ -122,8 +124,9 @@ class SyncTransport:
 
     On a plain pool it runs steps on connections of its own (``_KeptConnections``) rather than
     taking one from the pool and handing it back for each: redis-py's take and release cost two
-    system calls and more Python than the rest of a store call. A kept connection gets the readiness
-    check the pool gives each one it hands out.
+    system calls and more Python than the rest of a store call. Before a write, a kept connection
+    gets the readiness check the pool gives each one it hands out; a read skips it (one more system
+    call) and is sent again on a new connection if the server had closed that one.
     """
 
     def __init__(self, client: Any, *, replica_acks: int = 0, replica_ack_timeout_ms: int = 1000) -> None:
@@ -249,6 +252,9 @@ class SyncTransport:
         pool = self._pool
         assert pool is not None
         kept = self._kept
+        # A read on a kept connection goes out unchecked: if the server closed the connection since
+        # its last use, the read is simply sent again on a new one (a write cannot be: see _ready).
+        resend_if_closed = False
         if kept is None:
             conn = _take_connection(pool, commands[0][0])
         else:
@@ -256,11 +262,14 @@ class SyncTransport:
                 conn = kept.idle.pop()
             except IndexError:
                 conn = kept.make()
-            try:
-                _ready(conn)
-            except BaseException:
-                kept.idle.append(conn)  # disconnected: the next call connects it anew
-                raise
+            else:
+                resend_if_closed = retry
+            if not retry:
+                try:
+                    _ready(conn)
+                except BaseException:
+                    kept.idle.append(conn)  # disconnected: the next call connects it anew
+                    raise
         packed = _pack(conn, commands)
 
         def send() -> list[Any]:
@@ -269,7 +278,13 @@ class SyncTransport:
 
         try:
             if retry:
-                replies: list[Any] = conn.retry.call_with_retry(send, lambda _error: conn.disconnect())
+                try:
+                    replies: list[Any] = conn.retry.call_with_retry(send, lambda _error: conn.disconnect())
+                except redis.ConnectionError:
+                    if not resend_if_closed:
+                        raise
+                    conn.disconnect()
+                    replies = send()
             else:
                 replies = send()
         except BaseException:
