@@ -242,8 +242,13 @@ def test_the_owner_never_comes_from_the_request(api: APIClient, bob_api: APIClie
 
 
 def test_list_pages_sessions_most_recently_active_first(api: APIClient) -> None:
-    ids = [create_session(api, title=f"s{i}")["id"] for i in range(5)]
-    time.sleep(0.002)  # activity is kept in milliseconds: a tie with the last create would sort by id
+    ids = []
+    for i in range(5):
+        # Activity is kept in milliseconds, and sessions active in the same one sort by id: keep
+        # each create, and the append after them, in a millisecond of its own.
+        time.sleep(0.002)
+        ids.append(create_session(api, title=f"s{i}")["id"])
+    time.sleep(0.002)
     append(api, ids[1])  # the most recently active now
 
     seen: list[str] = []
