@@ -1,11 +1,12 @@
 """The sync transport: runs an operation's steps on a redis-py client (the only sync code that does I/O).
 
-On a plain ``redis.Redis`` (django-redis's client, or one over Sentinel) steps go out on a pooled
-connection, packed and read by hand (``_send``): scripts and listings. That is much cheaper than
-redis-py's ``Pipeline`` or ``Script`` objects, which cost more in Python than the round trip. It uses
-redis-py's public connection-pool API; the only version switch is how a connection is taken from the
-pool (5.3 deprecated naming a command there, 5.0 requires it), kept in ``_take_connection``. Anything
-else (a cluster, fakeredis, a custom client) goes through the client's own command path.
+On a plain ``redis.Redis`` (django-redis's client, or one over Sentinel) steps go out packed and read
+by hand (``_send``): scripts and listings. That is much cheaper than redis-py's ``Pipeline`` or
+``Script`` objects, which cost more in Python than the round trip. On a plain pool they go out on
+connections the transport keeps (``_KeptConnections``, made from the pool's public recipe); on other
+pools on a connection taken from the pool and handed back, whose only version switch (5.3 deprecated
+naming a command there, 5.0 requires it) is kept in ``_take_connection``. Anything else (a cluster,
+fakeredis, a custom client) goes through the client's own command path.
 """
 
 from __future__ import annotations
@@ -242,7 +243,7 @@ class SyncTransport:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _send(self, commands: tuple[tuple[Any, ...], ...], *, retry: bool = True) -> list[Any]:
-        """Send ``commands`` in one round trip on a pooled connection, packed and read by hand.
+        """Send ``commands`` in one round trip on a kept (or pooled) connection, packed and read by hand.
 
         Reads retry connection failures as the client's own commands do; a write script never does
         (its reply may have been lost after it ran: running it again could append twice; the caller
